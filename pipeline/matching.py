@@ -1,0 +1,175 @@
+"""Finding the Plex item that holds a scene's file.
+
+Order: the exact path after `path_map` (Stash's mount point -> Plex's), then the case-insensitive
+file name. No candidate -> `NotInPlexYet`; several -> `AmbiguousMatch` with strict matching (a
+permanent error: guessing would write one scene's metadata onto another), else the candidate whose
+path shares the longest tail with the scene's path, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from pipeline.config import Settings
+from pipeline.errors import AmbiguousMatch, NoFiles, NotInPlexYet
+from pipeline.logs import log_event, show_path
+from pipeline.plex import PlexClient
+from pipeline.state import IndexedPath, StateStore
+
+logger = logging.getLogger("stash2plex.matching")
+
+REFRESH_COOLDOWN_SECONDS = 30.0
+WATERMARK_SLACK_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Match:
+    rating_key: int
+    section_id: int
+    plex_path: str
+    how: str  # "path" or "basename"
+
+
+def map_path(path: str, path_map: list[tuple[str, str]]) -> str:
+    """Rewrite Stash's path prefix to Plex's; the longest matching prefix wins."""
+    for stash_prefix, plex_prefix in sorted(path_map, key=lambda pair: len(pair[0]), reverse=True):
+        if path == stash_prefix or path.startswith(stash_prefix.rstrip("/") + "/"):
+            return plex_prefix.rstrip("/") + path[len(stash_prefix.rstrip("/")):]
+    return path
+
+
+def _common_tail(a: str, b: str) -> int:
+    parts_a, parts_b = a.casefold().split("/")[::-1], b.casefold().split("/")[::-1]
+    count = 0
+    for x, y in zip(parts_a, parts_b):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+class PathIndex:
+    """Every Plex Media Part path -> ratingKey, persisted in the state store.
+
+    Built once with one paged listing per section (500 items a page), refreshed incrementally
+    (newest items first, down to the last watermark) at most every 30 s per process when a lookup
+    misses, and rebuilt in full by the daily schedule to forget deleted items.
+    """
+
+    def __init__(self, plex: PlexClient, store: StateStore) -> None:
+        self.plex = plex
+        self.store = store
+        self._lock = threading.Lock()
+        self._last_refresh = 0.0
+
+    def ensure_built(self) -> None:
+        """Build the index of any section that has none yet (once per installation, then persisted)."""
+        known = self.store.sections()
+        if all(known.get(s.id, {}).get("built_at") for s in self.plex.sections()):
+            return
+        with self._lock:
+            self._build_missing()
+
+    def _build_missing(self) -> None:
+        known = self.store.sections()
+        for section in self.plex.sections():
+            if not known.get(section.id, {}).get("built_at"):
+                self._build(section.id, section.title)
+
+    def rebuild(self) -> int:
+        with self._lock:
+            for section in self.plex.sections():
+                self._build(section.id, section.title)
+            self._last_refresh = time.monotonic()
+        return self.store.path_count()
+
+    def _build(self, section_id: int, title: str) -> None:
+        rows: list[IndexedPath] = []
+        watermark = 0
+        for _total, page in self.plex.iter_listing(section_id):
+            for item in page:
+                watermark = max(watermark, item.added_at)
+                rows.extend(IndexedPath(path, item.rating_key, section_id) for path in item.files)
+        self.store.replace_section_paths(section_id, title, rows, watermark)
+        log_event(logger, "index_built", stage="match", section=title, paths=len(rows))
+
+    def refresh(self, force: bool = False) -> int:
+        """Add items Plex gained since the last look; returns how many paths were added."""
+        if not force and time.monotonic() - self._last_refresh < REFRESH_COOLDOWN_SECONDS:
+            return 0
+        with self._lock:
+            if not force and time.monotonic() - self._last_refresh < REFRESH_COOLDOWN_SECONDS:
+                return 0
+            self._last_refresh = time.monotonic()
+            self._build_missing()
+            added = 0
+            sections = self.store.sections()
+            for section in self.plex.sections():
+                floor = sections.get(section.id, {}).get("watermark", 0) - WATERMARK_SLACK_SECONDS
+                rows, watermark = self._newer_than(section.id, floor)
+                self.store.add_section_paths(section.id, rows, watermark)
+                added += len(rows)
+            return added
+
+    def _newer_than(self, section_id: int, floor: int) -> tuple[list[IndexedPath], int]:
+        rows: list[IndexedPath] = []
+        watermark = 0
+        for _total, page in self.plex.iter_listing(section_id, page_size=100):
+            for item in page:
+                if item.added_at < floor:
+                    return rows, watermark
+                watermark = max(watermark, item.added_at)
+                rows.extend(IndexedPath(path, item.rating_key, section_id) for path in item.files)
+        return rows, watermark
+
+    def forget(self, rating_key: int) -> None:
+        self.store.forget_rating_key(rating_key)
+
+
+class Matcher:
+    def __init__(self, index: PathIndex, settings: Settings) -> None:
+        self.index = index
+        self.settings = settings
+
+    def match(self, scene_id: str, files: list[str]) -> Match:
+        """The Plex item for a scene's files; refreshes the index once on a miss."""
+        if not files:
+            raise NoFiles(f"scene {scene_id} has no file in Stash, so it cannot be found in Plex", stage="match")
+        self.index.ensure_built()
+        found = self._lookup(scene_id, files)
+        if found is None and self.index.refresh():
+            found = self._lookup(scene_id, files)
+        if found is None:
+            names = ", ".join(show_path(p, self.settings) for p in files)
+            raise NotInPlexYet(f"no Plex item holds {names} (not scanned yet, or path_map is wrong)", stage="match")
+        return found
+
+    def _lookup(self, scene_id: str, files: list[str]) -> Match | None:
+        mapped = [map_path(path, self.settings.path_map) for path in files]
+        for path in mapped:
+            hit = self.index.store.find_path(path)
+            if hit is not None:
+                return Match(hit.rating_key, hit.section_id, hit.path, "path")
+        for path in mapped:
+            candidates = self.index.store.find_basename(os.path.basename(path))
+            by_key = {c.rating_key: c for c in candidates}
+            if len(by_key) == 1:
+                hit = next(iter(by_key.values()))
+                return Match(hit.rating_key, hit.section_id, hit.path, "basename")
+            if len(by_key) > 1:
+                shown = [show_path(c.path, self.settings) for c in by_key.values()]
+                if self.settings.strict_matching:
+                    raise AmbiguousMatch(
+                        f"{len(by_key)} Plex items hold a file named {os.path.basename(path)!r}: {', '.join(shown)}; "
+                        "strict_matching is on, so none is updated (set path_map for exact matches)",
+                        candidates=shown, stage="match",
+                    )
+                best = max(by_key.values(), key=lambda c: _common_tail(c.path, path))
+                log_event(logger, "ambiguous_match_guessed", level=logging.WARNING, scene_id=scene_id, stage="match",
+                          candidates=len(by_key), chosen=best.rating_key)
+                return Match(best.rating_key, best.section_id, best.path, "basename")
+        return None

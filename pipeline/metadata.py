@@ -1,0 +1,215 @@
+"""From a Stash scene to the Plex edit: the desired state, and the diff against Plex's current state.
+
+The diff is pure: it returns the query parameters of ONE Plex edit request
+(`PUT /library/sections/{sid}/all?type=1&id=..`) holding every changed field with its lock, and
+nothing when nothing changed. Tag lists are always sent complete (Plex replaces a list with what an
+edit carries), built from the FULL current item, never from a partial listing.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from pipeline.config import Settings
+from pipeline.models import Actor, DesiredState, PlexItemState, StashScene
+from pipeline.sanitize import (
+    MAX_ACTORS,
+    MAX_COLLECTIONS,
+    STUDIO_LIMIT,
+    SUMMARY_LIMIT,
+    TAG_LIMIT,
+    TAGLINE_LIMIT,
+    TITLE_LIMIT,
+    clean_date,
+    clean_names,
+    clean_text,
+)
+
+SCALAR_SWITCHES = {
+    "title": "title",
+    "studio": "studio",
+    "summary": "summary",
+    "tagline": "tagline",
+    "originallyAvailableAt": "date",
+    "userRating": "rating",
+}
+TAG_KINDS = {"genres": ("genre", "tags"), "collections": ("collection", "collection")}
+
+
+def strip_secret_query(url: str) -> str:
+    """A URL without `apikey`/token query values: safe to store in a message or to hand to Plex."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in ("apikey", "api_key", "x-plex-token")]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def _file_title(scene: StashScene) -> str:
+    if not scene.files:
+        return ""
+    name = scene.files[0].basename or posixpath.basename(scene.files[0].path)
+    return posixpath.splitext(name)[0]
+
+
+def desired_state(scene: StashScene, settings: Settings) -> DesiredState:
+    """What Plex should show for `scene`; fields whose `sync_*` switch is off stay None (untouched).
+
+    Null Stash values clear the Plex field (Stash is the source of truth), except the title,
+    which falls back to the file name as Plex's scanner would show it.
+    """
+    on = settings.field_enabled
+    studio = clean_text(scene.studio.name if scene.studio else "", STUDIO_LIMIT)
+    tagline_source = {"code": scene.code, "studio": studio, "none": None}[settings.tagline_source]
+    desired = DesiredState(
+        title=clean_text(scene.title, TITLE_LIMIT) or clean_text(_file_title(scene), TITLE_LIMIT) if on("title") else None,
+        studio=studio if on("studio") else None,
+        summary=clean_text(scene.details, SUMMARY_LIMIT, multiline=True) if on("summary") else None,
+        tagline=clean_text(tagline_source, TAGLINE_LIMIT) if on("tagline") and tagline_source is not None else None,
+        originallyAvailableAt=(clean_date(scene.date) or "") if on("date") else None,
+        userRating=round(scene.rating100 / 10, 1) if on("rating") and scene.rating100 else None,
+        genres=clean_names([t.name for t in scene.tags], TAG_LIMIT, settings.max_tags) if on("tags") else None,
+        collections=clean_names([studio], TAG_LIMIT, MAX_COLLECTIONS) if on("collection") else None,
+    )
+    if on("performers"):
+        names = clean_names([p.name for p in scene.performers], TAG_LIMIT, MAX_ACTORS)
+        thumbs = {clean_text(p.name, TAG_LIMIT).casefold(): p.image_path for p in scene.performers}
+        desired.actors = [
+            Actor(name=name, thumb=strip_secret_query(thumbs[name.casefold()]) if settings.performer_thumbs and thumbs.get(name.casefold()) else None)
+            for name in names
+        ]
+    if on("poster") and scene.screenshot_url:
+        desired.poster_url = strip_secret_query(scene.screenshot_url)
+        desired.poster_key = f"{scene.id}:{desired.poster_url}"
+    return desired
+
+
+@dataclass
+class EditPlan:
+    """The parameters of one edit request, what they change, and what was kept on purpose."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+    preserved: list[str] = field(default_factory=list)
+    diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (Plex now, what we write)
+
+    def merge(self, other: "EditPlan") -> None:
+        self.params.update(other.params)
+        self.changed.extend(other.changed)
+        self.preserved.extend(other.preserved)
+        self.diff.update(other.diff)
+
+
+def _same_scalar(current: Any, desired: Any) -> bool:
+    if isinstance(desired, float) or isinstance(current, float):
+        return current is not None and desired is not None and abs(float(current) - float(desired)) < 0.05
+    return (current or "") == (desired or "")
+
+
+def _user_edited(name: str, current_value: Any, current: PlexItemState, written: dict[str, Any], settings: Settings) -> bool:
+    """With preserve_plex_edits, a field locked in Plex holding something we did not write is the user's."""
+    if not settings.preserve_plex_edits or name not in current.locked:
+        return False
+    previous = written.get(name)
+    if isinstance(current_value, list):
+        return bool(current_value) and [v.casefold() for v in current_value] != [v.casefold() for v in previous or []]
+    return bool(current_value) and str(current_value) != str(previous)
+
+
+def plan_fields(desired: DesiredState, current: PlexItemState, settings: Settings, written: dict[str, Any] | None = None) -> EditPlan:
+    """Scalar fields and tag lists (genres, collection); actors are planned by `plan_actors`."""
+    written = written or {}
+    plan = EditPlan()
+    for name, value in desired.scalar_fields().items():
+        current_value = getattr(current, name)
+        if _same_scalar(current_value, value):
+            continue
+        if _user_edited(name, current_value, current, written, settings):
+            plan.preserved.append(name)
+            continue
+        plan.params[f"{name}.value"] = "" if value is None else str(value)
+        plan.params[f"{name}.locked"] = "1"
+        plan.changed.append(name)
+        plan.diff[name] = (current_value, value)
+    for attribute, (kind, _switch) in TAG_KINDS.items():
+        wanted = getattr(desired, attribute)
+        if wanted is None:
+            continue
+        have = getattr(current, attribute)
+        if _user_edited(kind, have, current, written, settings) and settings.tag_mode == "replace":
+            plan.preserved.append(attribute)
+            continue
+        plan.merge(_plan_tag_list(kind, attribute, have, wanted, settings.tag_mode))
+    return plan
+
+
+def _plan_tag_list(kind: str, attribute: str, have: list[str], wanted: list[str], mode: str) -> EditPlan:
+    plan = EditPlan()
+    have_keys = [name.casefold() for name in have]
+    if mode == "merge":
+        target = have + [name for name in wanted if name.casefold() not in have_keys]
+    else:
+        target = wanted
+    if [name.casefold() for name in target] == have_keys:
+        return plan
+    if not target:
+        plan.params[f"{kind}[].tag.tag-"] = ",".join(quote(name) for name in have)
+    for index, name in enumerate(target):
+        plan.params[f"{kind}[{index}].tag.tag"] = name
+    plan.params[f"{kind}.locked"] = "1"
+    plan.changed.append(attribute)
+    plan.diff[attribute] = (have, target)
+    return plan
+
+
+def plan_actors(wanted: list[Actor] | None, have: list[Actor], settings: Settings, written: dict[str, Any] | None = None) -> EditPlan:
+    """The actor list (names, roles, photo URLs) as one complete list, if it differs from Plex's."""
+    plan = EditPlan()
+    if wanted is None:
+        return plan
+    by_name = {actor.name.casefold(): actor for actor in have}
+    if settings.tag_mode == "merge":
+        wanted_keys = {actor.name.casefold() for actor in wanted}
+        target = [_keep_role(actor, by_name) for actor in wanted] + [a for a in have if a.name.casefold() not in wanted_keys]
+    else:
+        target = [_keep_role(actor, by_name) for actor in wanted]
+    if _actor_keys(target) == _actor_keys(have):
+        return plan
+    if not target:
+        plan.params["actor[].tag.tag-"] = ",".join(quote(actor.name) for actor in have)
+    for index, actor in enumerate(target):
+        plan.params[f"actor[{index}].tag.tag"] = actor.name
+        if actor.role:
+            plan.params[f"actor[{index}].tagging.text"] = actor.role
+        if actor.thumb:
+            plan.params[f"actor[{index}].tag.thumb"] = actor.thumb
+    plan.params["actor.locked"] = "1"
+    plan.changed.append("actors")
+    plan.diff["actors"] = ([a.name for a in have], [a.name for a in target])
+    return plan
+
+
+def _keep_role(actor: Actor, current: dict[str, Actor]) -> Actor:
+    """A role typed in Plex is kept (Stash has none); a Stash photo wins over Plex's, else Plex's stays."""
+    existing = current.get(actor.name.casefold())
+    if existing is None:
+        return actor
+    return Actor(name=actor.name, role=existing.role, thumb=actor.thumb or existing.thumb)
+
+
+def _actor_keys(actors: list[Actor]) -> list[tuple[str, str, str]]:
+    return [(a.name.casefold(), a.role or "", a.thumb or "") for a in actors]
+
+
+def written_values(params: dict[str, str]) -> dict[str, Any]:
+    """What an edit's parameters write, by field, as remembered for preserve_plex_edits."""
+    values: dict[str, Any] = {}
+    lists: dict[str, list[str]] = {}
+    for key, value in params.items():
+        if key.endswith(".value"):
+            values[key.removesuffix(".value")] = value
+        elif key.endswith(".tag.tag") and "[" in key:
+            lists.setdefault(key.split("[", 1)[0], []).append(value)
+    values.update(lists)
+    return values

@@ -1,0 +1,73 @@
+"""What to do with a failed job: retry (spends the budget), defer (does not), or dead-letter.
+
+| error class  | decision                                                                           |
+|--------------|------------------------------------------------------------------------------------|
+| permanent    | DLQ now                                                                            |
+| transient    | retry with full-jitter backoff (5 s base, doubling, 10 min cap), Retry-After for a |
+|              | 429; DLQ after `max_retries` tries                                                 |
+| not_in_plex  | slow retry (30 s base, doubling, 10 min cap: 12 tries ≈ 1.5 h); DLQ after          |
+|              | `not_found_retries`                                                                |
+| plex_down    | defer until the breaker may half-open (at most 15 min, under RabbitMQ's 30 min     |
+|              | consumer timeout), not counted; DLQ once the job is older than `max_defer_days`    |
+
+Pure: no broker, no clock of its own (`now` is passed in), randomness injectable for tests.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pipeline.config import Settings
+from pipeline.errors import ErrorClass, SyncError
+from pipeline.models import Job
+
+TRANSIENT_BASE_SECONDS = 5.0
+NOT_FOUND_BASE_SECONDS = 30.0
+MAX_DELAY_SECONDS = 600.0
+MAX_DEFER_SECONDS = 900.0
+
+
+class Action(StrEnum):
+    RETRY = "retry"
+    DEFER = "defer"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    delay_seconds: float = 0.0
+    reason: str = ""
+
+
+def backoff(attempt: int, base: float, cap: float = MAX_DELAY_SECONDS, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: a random delay in [ceiling/2, ceiling], ceiling = base·2^(attempt-1)."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + (rng or random).random() * ceiling / 2
+
+
+def decide(job: Job, error: SyncError, settings: Settings, now: float | None = None, rng: random.Random | None = None) -> Decision:
+    """Record the failure on `job` and say what happens next."""
+    now = time.time() if now is None else now
+    kind = error.error_class
+    job.note_failure(kind.value, str(error), count_attempt=kind in (ErrorClass.TRANSIENT, ErrorClass.NOT_IN_PLEX))
+    if kind == ErrorClass.PERMANENT:
+        return Decision(Action.DEAD_LETTER, reason="permanent error")
+    if kind == ErrorClass.TRANSIENT:
+        if job.attempts > settings.max_retries:
+            return Decision(Action.DEAD_LETTER, reason=f"still failing after {settings.max_retries} retries")
+        delay = error.retry_after if error.retry_after else backoff(job.attempts, TRANSIENT_BASE_SECONDS, rng=rng)
+        return Decision(Action.RETRY, min(delay, MAX_DELAY_SECONDS))
+    if kind == ErrorClass.NOT_IN_PLEX:
+        if job.attempts > settings.not_found_retries:
+            return Decision(Action.DEAD_LETTER, reason=f"not in Plex after {settings.not_found_retries} retries")
+        return Decision(Action.RETRY, backoff(job.attempts, NOT_FOUND_BASE_SECONDS, rng=rng))
+    age = now - (job.first_failure or now)
+    if age > settings.max_defer_days * 86400:
+        return Decision(Action.DEAD_LETTER, reason=f"Plex unreachable for more than {settings.max_defer_days:g} days")
+    wait = error.retry_after or settings.breaker_reset_seconds
+    jitter = (rng or random).random() * min(5.0, wait * 0.2)
+    return Decision(Action.DEFER, min(max(wait, 1.0) + jitter, MAX_DEFER_SECONDS))

@@ -1,0 +1,142 @@
+"""A small, loud Stash GraphQL client: one scene, many scenes in one request, paged listings, settings.
+
+Auth is the `ApiKey` header (or the plugin's session cookie); the key never goes into a URL.
+Failures become typed errors: 401/403 -> AuthError, unreachable/5xx/timeouts -> TransientError,
+GraphQL errors -> PermanentError (a query Stash cannot answer will not improve by retrying).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+from pipeline import stash_queries as q
+from pipeline.config import PLUGIN_ID, Settings, redact_url
+from pipeline.errors import AuthError, PermanentError, TransientError
+from pipeline.metadata import strip_secret_query
+from pipeline.models import StashScene
+
+PAGE_SIZE = 200
+IDS_PER_REQUEST = 200
+
+
+class StashClient:
+    def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
+        self.url = settings.stash_url
+        self.timeout = settings.stash_timeout
+        self.session = session or requests.Session()
+        if settings.stash_api_key is not None:
+            self.session.headers["ApiKey"] = settings.stash_api_key.get_secret_value()
+        if settings.stash_session_cookie is not None:
+            self.session.cookies.set("session", settings.stash_session_cookie.get_secret_value())
+
+    # --- transport ---------------------------------------------------------------------------
+    def _post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        where = redact_url(self.url)
+        try:
+            response = self.session.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
+                                         timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise TransientError(f"Stash at {where} timed out ({type(exc).__name__})") from None
+        except requests.ConnectionError:
+            raise TransientError(f"Stash at {where} is unreachable: check stash_url and that Stash runs") from None
+        if response.status_code in (401, 403):
+            raise AuthError(f"Stash at {where} refused the credentials ({response.status_code}): check stash_api_key")
+        if response.status_code >= 500 or response.status_code == 429:
+            raise TransientError(f"Stash at {where} answered {response.status_code}")
+        try:
+            payload = response.json()
+        except ValueError:
+            raise TransientError(f"Stash at {where} answered {response.status_code} without JSON") from None
+        if payload.get("errors"):
+            first = payload["errors"][0].get("message", "unknown error")
+            raise PermanentError(f"Stash GraphQL error: {first}")
+        if response.status_code != 200:
+            raise PermanentError(f"Stash at {where} answered {response.status_code}")
+        return payload.get("data") or {}
+
+    # --- reads -------------------------------------------------------------------------------
+    def version(self) -> str:
+        return str(self._post(q.VERSION)["version"]["version"])
+
+    def find_scene(self, scene_id: str) -> StashScene | None:
+        data = self._post(q.FIND_SCENE, {"id": str(scene_id)})["findScene"]
+        return StashScene.from_graphql(data) if data else None
+
+    def find_scenes(self, scene_ids: list[str]) -> dict[str, StashScene]:
+        """Scenes by id, in as few requests as possible; ids Stash does not know are absent."""
+        found: dict[str, StashScene] = {}
+        unique = list(dict.fromkeys(str(i) for i in scene_ids))
+        for start in range(0, len(unique), IDS_PER_REQUEST):
+            chunk = unique[start:start + IDS_PER_REQUEST]
+            try:
+                scenes = [StashScene.from_graphql(raw) for raw in self._post(q.FIND_SCENES_BY_IDS, {"ids": chunk})["findScenes"]["scenes"]]
+            except PermanentError:
+                # Stash fails the whole lookup when one id is unknown (a scene deleted since its event).
+                scenes = [scene for scene in map(self.find_scene, chunk) if scene is not None]
+            found.update((scene.id, scene) for scene in scenes)
+        return found
+
+    def iter_scene_pages(self, since: str | None = None, per_page: int = PAGE_SIZE) -> Iterator[tuple[int, list[StashScene]]]:
+        """(total count, page of scenes) for every scene, or those updated after `since` (ISO time)."""
+        page = 1
+        while True:
+            if since:
+                data = self._post(q.FIND_SCENES_UPDATED_SINCE, {"since": since, "page": page, "perPage": per_page})
+            else:
+                data = self._post(q.FIND_SCENES_PAGE, {"page": page, "perPage": per_page})
+            result = data["findScenes"]
+            scenes = [StashScene.from_graphql(raw) for raw in result["scenes"]]
+            yield int(result["count"]), scenes
+            if len(scenes) < per_page or page * per_page >= int(result["count"]):
+                return
+            page += 1
+
+    def iter_scene_paths(self, per_page: int = 1000) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """(total count, page of {id, updated_at, files}) — the light listing used by reconcile and doctor."""
+        page = 1
+        while True:
+            result = self._post(q.FIND_SCENE_PATHS_PAGE, {"page": page, "perPage": per_page})["findScenes"]
+            yield int(result["count"]), result["scenes"]
+            if len(result["scenes"]) < per_page or page * per_page >= int(result["count"]):
+                return
+            page += 1
+
+    def plugin_settings(self, plugin_id: str = PLUGIN_ID) -> dict[str, Any]:
+        plugins = self._post(q.PLUGIN_SETTINGS, {"include": [plugin_id]})["configuration"]["plugins"] or {}
+        return dict(plugins.get(plugin_id) or {})
+
+    def download(self, url: str) -> bytes:
+        """An image Stash serves (screenshot, performer photo), authenticated by header, not by URL."""
+        clean = strip_secret_query(url)
+        try:
+            response = self.session.get(clean, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise TransientError(f"Stash image download failed ({type(exc).__name__})") from None
+        if response.status_code in (401, 403):
+            raise AuthError(f"Stash refused the image download ({response.status_code}): check stash_api_key")
+        if response.status_code == 404:
+            raise PermanentError("Stash has no image at that address")
+        if response.status_code != 200:
+            raise TransientError(f"Stash image download answered {response.status_code}")
+        return response.content
+
+
+def load_settings_with_stash(**overrides: object) -> "Settings":
+    """Settings from env and file, then again with the plugin settings saved in Stash as the lowest layer.
+
+    Stash being unreachable is not fatal here (the worker starts, and logs which URL failed);
+    a bad value anywhere still raises `ConfigError` naming the key.
+    """
+    from pipeline.config import load_settings
+
+    settings = load_settings(**overrides)
+    try:
+        saved = StashClient(settings).plugin_settings()
+    except (TransientError, PermanentError) as error:
+        logging.getLogger("stash2plex.config").warning("plugin settings not read from Stash: %s", error)
+        return settings
+    return load_settings(stash_settings=saved, **overrides) if saved else settings

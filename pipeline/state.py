@@ -1,0 +1,215 @@
+"""Local state in one SQLite file under `data_dir`, shared by every worker process of a host.
+
+Holds: the Plex path index (file path -> ratingKey), what stash2plex last wrote to each item (for
+preserve_plex_edits and to skip unchanged posters), the persistent Plex client identifier, breaker
+state per process, and a short outcome log for `status`. WAL mode lets threads and processes read
+while one writes; each thread gets its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plex_paths (
+    path TEXT PRIMARY KEY,
+    basename TEXT NOT NULL,
+    rating_key INTEGER NOT NULL,
+    section_id INTEGER NOT NULL,
+    added_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS plex_paths_basename ON plex_paths (basename);
+CREATE INDEX IF NOT EXISTS plex_paths_rating_key ON plex_paths (rating_key);
+CREATE TABLE IF NOT EXISTS plex_sections (
+    section_id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    watermark INTEGER NOT NULL DEFAULT 0,
+    built_at REAL NOT NULL DEFAULT 0,
+    refreshed_at REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS written (
+    rating_key INTEGER PRIMARY KEY,
+    scene_id TEXT NOT NULL,
+    fields TEXT NOT NULL DEFAULT '{}',
+    poster_key TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS breaker (
+    owner TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    opened_at REAL,
+    last_error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    ts REAL NOT NULL,
+    scene_id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts);
+"""
+
+OUTCOME_RETENTION_SECONDS = 7 * 86400
+
+
+@dataclass(frozen=True)
+class IndexedPath:
+    path: str
+    rating_key: int
+    section_id: int
+
+
+class StateStore:
+    """Thread-safe access to the state file; cheap to create, one connection per thread."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / "state.db"
+        self._local = threading.local()
+        self._connection().executescript(SCHEMA)  # executescript commits by itself
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None or getattr(self._local, "pid", None) != os.getpid():
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            self._local.pid = os.getpid()
+        return db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._connection().execute(sql, tuple(params)).fetchall()
+
+    # --- identity ----------------------------------------------------------------------------
+    def client_identifier(self) -> str:
+        """One UUID per installation, made once and kept (a new one makes Plex notify its owner)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='client_identifier'").fetchone()
+            if row:
+                return str(row[0])
+            value = f"stash2plex-{uuid.uuid4()}"
+            db.execute("INSERT INTO meta (key, value) VALUES ('client_identifier', ?)", (value,))
+            return value
+
+    # --- path index --------------------------------------------------------------------------
+    def replace_section_paths(self, section_id: int, title: str, rows: list[IndexedPath], watermark: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM plex_paths WHERE section_id=?", (section_id,))
+            self._insert_paths(db, rows)
+            now = time.time()
+            db.execute(
+                "INSERT INTO plex_sections (section_id, title, watermark, built_at, refreshed_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(section_id) DO UPDATE SET title=excluded.title, watermark=excluded.watermark, "
+                "built_at=excluded.built_at, refreshed_at=excluded.refreshed_at",
+                (section_id, title, watermark, now, now),
+            )
+
+    def add_section_paths(self, section_id: int, rows: list[IndexedPath], watermark: int) -> None:
+        with self.transaction() as db:
+            self._insert_paths(db, rows)
+            db.execute(
+                "UPDATE plex_sections SET watermark=MAX(watermark, ?), refreshed_at=? WHERE section_id=?",
+                (watermark, time.time(), section_id),
+            )
+
+    @staticmethod
+    def _insert_paths(db: sqlite3.Connection, rows: list[IndexedPath]) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO plex_paths (path, basename, rating_key, section_id) VALUES (?,?,?,?)",
+            [(r.path, os.path.basename(r.path).casefold(), r.rating_key, r.section_id) for r in rows],
+        )
+
+    def forget_rating_key(self, rating_key: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM plex_paths WHERE rating_key=?", (rating_key,))
+
+    def sections(self) -> dict[int, dict[str, Any]]:
+        rows = self._query("SELECT section_id, title, watermark, built_at, refreshed_at FROM plex_sections")
+        return {r[0]: {"title": r[1], "watermark": r[2], "built_at": r[3], "refreshed_at": r[4]} for r in rows}
+
+    def find_path(self, path: str) -> IndexedPath | None:
+        rows = self._query("SELECT path, rating_key, section_id FROM plex_paths WHERE path=?", (path,))
+        return IndexedPath(*rows[0]) if rows else None
+
+    def find_basename(self, basename: str) -> list[IndexedPath]:
+        rows = self._query(
+            "SELECT path, rating_key, section_id FROM plex_paths WHERE basename=? ORDER BY path", (basename.casefold(),)
+        )
+        return [IndexedPath(*row) for row in rows]
+
+    def path_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM plex_paths")[0][0])
+
+    # --- what we wrote -----------------------------------------------------------------------
+    def written(self, rating_keys: list[int]) -> dict[int, dict[str, Any]]:
+        if not rating_keys:
+            return {}
+        marks = ",".join("?" * len(rating_keys))
+        rows = self._query(f"SELECT rating_key, fields, poster_key FROM written WHERE rating_key IN ({marks})", rating_keys)
+        return {r[0]: {"fields": json.loads(r[1]), "poster_key": r[2]} for r in rows}
+
+    def record_written(self, rating_key: int, scene_id: str, fields: dict[str, Any] | None = None, poster_key: str | None = None) -> None:
+        with self.transaction() as db:
+            row = db.execute("SELECT fields, poster_key FROM written WHERE rating_key=?", (rating_key,)).fetchone()
+            merged = json.loads(row[0]) if row else {}
+            merged.update(fields or {})
+            db.execute(
+                "INSERT OR REPLACE INTO written (rating_key, scene_id, fields, poster_key, updated_at) VALUES (?,?,?,?,?)",
+                (rating_key, scene_id, json.dumps(merged), poster_key or (row[1] if row else None), time.time()),
+            )
+
+    # --- breaker and outcomes ----------------------------------------------------------------
+    def save_breaker(self, owner: str, state: str, failures: int, opened_at: float | None, last_error: str | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO breaker (owner, state, failures, opened_at, last_error, updated_at) VALUES (?,?,?,?,?,?)",
+                (owner, state, failures, opened_at, last_error, time.time()),
+            )
+
+    def breakers(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT owner, state, failures, opened_at, last_error, updated_at FROM breaker ORDER BY updated_at DESC")
+        keys = ("owner", "state", "failures", "opened_at", "last_error", "updated_at")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def record_outcomes(self, rows: list[tuple[str, str, str | None]]) -> None:
+        if not rows:
+            return
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("INSERT INTO outcomes (ts, scene_id, outcome, detail) VALUES (?,?,?,?)", [(now, *r) for r in rows])
+            db.execute("DELETE FROM outcomes WHERE ts < ?", (now - OUTCOME_RETENTION_SECONDS,))
+
+    def outcome_counts(self, since: float) -> dict[str, int]:
+        rows = self._query("SELECT outcome, COUNT(*) FROM outcomes WHERE ts >= ? GROUP BY outcome", (since,))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def last_error(self) -> dict[str, Any] | None:
+        rows = self._query("SELECT ts, scene_id, outcome, detail FROM outcomes WHERE outcome NOT IN ('updated','unchanged') ORDER BY ts DESC LIMIT 1")
+        return dict(zip(("ts", "scene_id", "outcome", "detail"), rows[0])) if rows else None

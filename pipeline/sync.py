@@ -1,0 +1,287 @@
+"""The four sync steps, each working on a batch of jobs, with no broker in sight.
+
+    fetch       Stash -> desired Plex state (one GraphQL request per batch); bursts coalesced
+    match       path index -> ratingKey (no Plex request when the index knows the file)
+    push        full current Plex state (one request per 100 items), field diff, poster upload
+    performers  actor diff, then the scene's ONE edit request carrying every changed field
+
+Each step returns a `StageResult`: jobs that go on, jobs that are finished (with their outcome),
+and jobs that failed with a typed error. What happens to a failure (retry, defer, DLQ) is the
+caller's policy: the actors' (`actors/policy.py`) or the inline runner's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pipeline.breaker import CircuitBreaker
+from pipeline.config import Settings
+from pipeline.errors import NoFiles, NotInPlexYet, SyncError, TransientError
+from pipeline.logs import log_event, show_path
+from pipeline.matching import Matcher, PathIndex, map_path
+from pipeline.metadata import desired_state, plan_actors, plan_fields, written_values
+from pipeline.models import Job, StashScene
+from pipeline.pacing import RateLimiter
+from pipeline.plex import ItemGone, PlexClient, RequestListener
+from pipeline.stash import StashClient
+from pipeline.state import StateStore
+
+logger = logging.getLogger("stash2plex.sync")
+
+COALESCE_SECONDS = 5.0
+STAGES = ("fetch", "match", "push", "performers")
+
+
+class Outcome(StrEnum):
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DRY_RUN = "dry_run"
+    SKIPPED = "skipped"
+    COALESCED = "coalesced"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+
+
+@dataclass
+class StageResult:
+    forward: list[Job] = field(default_factory=list)
+    done: list[tuple[Job, Outcome, str]] = field(default_factory=list)
+    failed: list[tuple[Job, SyncError]] = field(default_factory=list)
+
+    def fail(self, job: Job, error: SyncError, stage: str) -> None:
+        error.stage = error.stage or stage
+        self.failed.append((job, error))
+
+
+def _unexpected(exc: Exception) -> SyncError:
+    """A bug or an unforeseen library error: retried like a transient error, then dead-lettered with its text."""
+    return TransientError(f"unexpected {type(exc).__name__}: {exc}")
+
+
+class SyncEngine:
+    def __init__(self, settings: Settings, stash: StashClient, plex: PlexClient, store: StateStore) -> None:
+        self.settings = settings
+        self.stash = stash
+        self.plex = plex
+        self.store = store
+        self.index = PathIndex(plex, store)
+        self.matcher = Matcher(self.index, settings)
+        self._recent: dict[str, tuple[str, float]] = {}
+        self._recent_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        on_request: RequestListener | None = None,
+        on_breaker_change: Callable[[CircuitBreaker], None] | None = None,
+    ) -> "SyncEngine":
+        store = StateStore(settings.data_dir)
+        breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_seconds, on_change=on_breaker_change)
+        plex = PlexClient(settings, store.client_identifier(), breaker, RateLimiter(settings.plex_max_rps), on_request)
+        return cls(settings, StashClient(settings), plex, store)
+
+    # --- fetch -------------------------------------------------------------------------------
+    def fetch(self, jobs: list[Job]) -> StageResult:
+        result = StageResult()
+        if not self.settings.enabled:
+            result.done = [(job, Outcome.SKIPPED, "stash2plex is disabled (enabled=false)") for job in jobs]
+            return result
+        unique = list({job.scene_id: job for job in reversed(jobs)}.values())[::-1]
+        result.done += [(job, Outcome.COALESCED, "duplicate in batch") for job in jobs if job not in unique]
+        try:
+            scenes = self.stash.find_scenes([job.scene_id for job in unique])
+        except SyncError as error:
+            for job in unique:
+                result.fail(job, error, "fetch")
+            return result
+        for job in unique:
+            scene = scenes.get(job.scene_id)
+            if scene is None:
+                log_event(logger, "scene_gone", level=logging.WARNING, scene_id=job.scene_id, stage="fetch")
+                result.done.append((job, Outcome.SKIPPED, "scene no longer in Stash"))
+                continue
+            self._prepare(job, scene, result)
+        return result
+
+    def fetch_from_scenes(self, jobs_and_scenes: list[tuple[Job, StashScene]]) -> StageResult:
+        """Like `fetch`, for scenes already read (bulk listings carry the full scene)."""
+        result = StageResult()
+        for job, scene in jobs_and_scenes:
+            self._prepare(job, scene, result)
+        return result
+
+    def _prepare(self, job: Job, scene: StashScene, result: StageResult) -> None:
+        if not scene.files:
+            result.fail(job, NoFiles(f"scene {scene.id} has no file in Stash, so no Plex item can match it"), "fetch")
+            return
+        try:
+            job.desired = desired_state(scene, self.settings)
+        except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
+            result.fail(job, _unexpected(exc), "fetch")
+            return
+        job.files = scene.file_paths
+        if job.event.startswith("Scene.") and job.attempts == 0 and job.deferrals == 0 and self._coalesce(job):
+            log_event(logger, "coalesced", scene_id=job.scene_id, stage="fetch")
+            result.done.append((job, Outcome.COALESCED, "same state already on its way to Plex"))
+            return
+        result.forward.append(job)
+
+    def _coalesce(self, job: Job) -> bool:
+        """True when a hook event's desired state for this scene went on less than 5 s ago (a burst of edits)."""
+        assert job.desired is not None
+        fingerprint = hashlib.sha1((job.desired.model_dump_json() + "|".join(job.files)).encode()).hexdigest()
+        now = time.monotonic()
+        with self._recent_lock:
+            previous = self._recent.get(job.scene_id)
+            if previous and previous[0] == fingerprint and now - previous[1] < COALESCE_SECONDS:
+                return True
+            self._recent[job.scene_id] = (fingerprint, now)
+            if len(self._recent) > 10_000:
+                self._recent = {k: v for k, v in self._recent.items() if now - v[1] < COALESCE_SECONDS}
+        return False
+
+    # --- match -------------------------------------------------------------------------------
+    def match(self, jobs: list[Job]) -> StageResult:
+        result = StageResult()
+        for job in jobs:
+            try:
+                found = self.matcher.match(job.scene_id, job.files)
+            except NotInPlexYet as error:
+                self._maybe_scan(job)
+                if self.settings.skip_not_found:
+                    result.done.append((job, Outcome.NOT_FOUND, str(error)))
+                else:
+                    result.fail(job, error, "match")
+                continue
+            except SyncError as error:
+                result.fail(job, error, "match")
+                continue
+            except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
+                result.fail(job, _unexpected(exc), "match")
+                continue
+            job.rating_key, job.section_id = found.rating_key, found.section_id
+            result.forward.append(job)
+        return result
+
+    def _maybe_scan(self, job: Job) -> None:
+        """With trigger_plex_scan, ask Plex to scan the file's folder once per attempt."""
+        if not self.settings.trigger_plex_scan or not job.files:
+            return
+        folder = posixpath.dirname(map_path(job.files[0], self.settings.path_map))
+        try:
+            for section in self.plex.sections():
+                if not section.locations or any(folder.startswith(loc.rstrip("/")) for loc in section.locations):
+                    self.plex.scan(section.id, folder)
+                    log_event(logger, "scan_requested", scene_id=job.scene_id, stage="match",
+                              section=section.title, folder=show_path(folder, self.settings))
+        except SyncError as error:
+            log_event(logger, "scan_failed", level=logging.WARNING, scene_id=job.scene_id, stage="match", error=str(error))
+
+    # --- push --------------------------------------------------------------------------------
+    def push(self, jobs: list[Job]) -> StageResult:
+        result = StageResult()
+        keys = [job.rating_key for job in jobs if job.rating_key is not None]
+        try:
+            current = self.plex.fetch_items(keys)
+        except SyncError as error:
+            for job in jobs:
+                result.fail(job, error, "push")
+            return result
+        written = self.store.written(keys)
+        for job in jobs:
+            try:
+                self._push_one(job, current, written)
+            except SyncError as error:
+                result.fail(job, error, error.stage or "push")
+                continue
+            except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
+                result.fail(job, _unexpected(exc), "push")
+                continue
+            result.forward.append(job)
+        return result
+
+    def _push_one(self, job: Job, current: dict, written: dict) -> None:
+        assert job.desired is not None and job.rating_key is not None
+        item = current.get(job.rating_key)
+        if item is None:
+            self.index.forget(job.rating_key)
+            job.rating_key = None
+            raise ItemGone(f"Plex item of scene {job.scene_id} is gone; matching again", stage="match")
+        mine = written.get(job.rating_key, {})
+        plan = plan_fields(job.desired, item, self.settings, mine.get("fields"))
+        job.edit, job.changed, job.diff = plan.params, plan.changed, plan.diff
+        job.current_actors = item.actors
+        job.section_id = item.section_id
+        for name in plan.preserved:
+            log_event(logger, "kept_plex_edit", scene_id=job.scene_id, stage="push", field=name)
+        desired = job.desired
+        if desired.poster_url and (mine.get("poster_key") != desired.poster_key or not item.thumb):
+            job.changed.append("poster")
+            job.diff["poster"] = (item.thumb, desired.poster_url)
+            if not (job.dry_run or self.settings.dry_run):
+                self.plex.upload_poster(job.rating_key, self.stash.download(desired.poster_url))
+                self.store.record_written(job.rating_key, job.scene_id, poster_key=desired.poster_key)
+
+    # --- performers and the edit -------------------------------------------------------------
+    def performers(self, jobs: list[Job]) -> StageResult:
+        result = StageResult()
+        for job in jobs:
+            try:
+                result.done.append((job, *self._commit(job)))
+            except SyncError as error:
+                result.fail(job, error, "performers")
+            except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
+                result.fail(job, _unexpected(exc), "performers")
+        self.store.record_outcomes([(job.scene_id, outcome.value, detail) for job, outcome, detail in result.done])
+        return result
+
+    def _commit(self, job: Job) -> tuple[Outcome, str]:
+        assert job.desired is not None and job.rating_key is not None and job.section_id is not None
+        actors = plan_actors(job.desired.actors, job.current_actors or [], self.settings)
+        params = {**job.edit, **actors.params}
+        changed = job.changed + actors.changed
+        job.diff.update(actors.diff)
+        if not changed:
+            log_event(logger, "unchanged", scene_id=job.scene_id, stage="performers", rating_key=job.rating_key)
+            return Outcome.UNCHANGED, ""
+        if job.dry_run or self.settings.dry_run:
+            log_event(logger, "dry_run", scene_id=job.scene_id, stage="performers", changed=changed)
+            return Outcome.DRY_RUN, ",".join(changed)
+        if params:
+            self.plex.edit(job.section_id, job.rating_key, params)
+            self.store.record_written(job.rating_key, job.scene_id, written_values(params))
+        latency_ms = (time.time() - job.origin_ts) * 1000
+        log_event(logger, "updated", scene_id=job.scene_id, stage="performers", rating_key=job.rating_key,
+                  changed=changed, latency_ms=round(latency_ms, 1))
+        return Outcome.UPDATED, ",".join(changed)
+
+    # --- everything at once (inline runs) ----------------------------------------------------
+    def run_batch(self, jobs: list[Job], scenes: list[StashScene] | None = None) -> list[tuple[Job, Outcome, str]]:
+        """Run the four steps in-process; a failure ends its job as FAILED with the error's text."""
+        outcomes: list[tuple[Job, Outcome, str]] = []
+        first = self.fetch_from_scenes(list(zip(jobs, scenes))) if scenes is not None else self.fetch(jobs)
+        steps = [self.match, self.push, self.performers]
+        current = first
+        while True:
+            outcomes += current.done
+            for job, error in current.failed:
+                job.note_failure(error.error_class.value, str(error), count_attempt=True)
+                outcome = Outcome.NOT_FOUND if isinstance(error, NotInPlexYet) else Outcome.FAILED
+                log_event(logger, "failed", level=logging.WARNING, scene_id=job.scene_id, stage=error.stage,
+                          error_class=error.error_class.value, error=str(error))
+                outcomes.append((job, outcome, f"{error.error_class.value}: {error}"))
+            if not steps or not current.forward:
+                break
+            current = steps.pop(0)(current.forward)
+        failed = [(job.scene_id, outcome.value, detail) for job, outcome, detail in outcomes if outcome in (Outcome.FAILED, Outcome.NOT_FOUND)]
+        self.store.record_outcomes(failed)
+        return outcomes

@@ -1,0 +1,123 @@
+"""Desired state and the diff: one complete edit with locks, nothing when nothing changed."""
+
+from pipeline.config import load_settings
+from pipeline.metadata import desired_state, plan_actors, plan_fields, strip_secret_query, written_values
+from pipeline.models import Actor, PlexItemState, StashScene
+
+SETTINGS = load_settings()
+
+
+def scene(**overrides):
+    data = {
+        "id": "7", "title": "A Title", "details": "Some details", "date": "2024-01-15", "rating100": 80,
+        "code": "ABC-1", "studio": {"id": "1", "name": "Studio X"},
+        "performers": [{"id": "1", "name": "Jane Doe", "image_path": "http://stash:9999/performer/1/image?t=5&apikey=SECRETKEY"}],
+        "tags": [{"id": "1", "name": "Drama"}, {"id": "2", "name": "drama"}, {"id": "3", "name": "Night"}],
+        "files": [{"path": "/data/videos/a.mp4", "basename": "a.mp4"}],
+        "paths": {"screenshot": "http://stash:9999/scene/7/screenshot?t=99&apikey=SECRETKEY"},
+    }
+    data.update(overrides)
+    return StashScene.from_graphql(data)
+
+
+def item(**overrides):
+    return PlexItemState(rating_key=42, section_id=1, **overrides)
+
+
+def test_desired_state_maps_every_field():
+    desired = desired_state(scene(), load_settings(sync_rating=True))
+    assert desired.title == "A Title"
+    assert desired.studio == "Studio X"
+    assert desired.summary == "Some details"
+    assert desired.tagline == "ABC-1"
+    assert desired.originallyAvailableAt == "2024-01-15"
+    assert desired.userRating == 8.0
+    assert desired.genres == ["Drama", "Night"]
+    assert desired.collections == ["Studio X"]
+    assert [a.name for a in desired.actors] == ["Jane Doe"]
+
+
+def test_no_secret_reaches_the_desired_state():
+    desired = desired_state(scene(), SETTINGS)
+    assert "SECRETKEY" not in desired.model_dump_json()
+    assert desired.poster_url == "http://stash:9999/scene/7/screenshot?t=99"
+
+
+def test_null_fields_clear_plex_but_the_title_falls_back_to_the_file_name():
+    desired = desired_state(scene(title=None, studio=None, details=None, date=None), SETTINGS)
+    assert desired.title == "a"
+    assert desired.studio == "" and desired.summary == "" and desired.originallyAvailableAt == ""
+    assert desired.collections == []
+
+
+def test_switched_off_fields_are_left_alone():
+    desired = desired_state(scene(), load_settings(sync_studio=False, sync_tags=False, sync_master=True))
+    assert desired.studio is None and desired.genres is None
+    assert desired_state(scene(), load_settings(sync_master=False)).title is None
+
+
+def test_tags_are_capped_by_max_tags():
+    tags = [{"id": str(i), "name": f"T{i}"} for i in range(30)]
+    assert len(desired_state(scene(tags=tags), load_settings(max_tags=10)).genres) == 10
+
+
+def test_changed_fields_go_in_one_plan_with_their_locks():
+    plan = plan_fields(desired_state(scene(), SETTINGS), item(title="old"), SETTINGS)
+    assert plan.params["title.value"] == "A Title" and plan.params["title.locked"] == "1"
+    assert plan.params["genre[0].tag.tag"] == "Drama" and plan.params["genre[1].tag.tag"] == "Night"
+    assert "studio" in plan.changed and "genres" in plan.changed
+
+
+def test_nothing_is_planned_when_plex_already_matches():
+    desired = desired_state(scene(), SETTINGS)
+    current = item(title="A Title", studio="Studio X", summary="Some details", tagline="ABC-1",
+                   originallyAvailableAt="2024-01-15", genres=["Drama", "Night"], collections=["Studio X"])
+    assert plan_fields(desired, current, SETTINGS).params == {}
+
+
+def test_merge_mode_keeps_plex_only_tags_and_sends_the_complete_list():
+    plan = plan_fields(desired_state(scene(), SETTINGS), item(genres=["Plex Only"]), SETTINGS)
+    sent = [v for k, v in sorted(plan.params.items()) if k.startswith("genre[")]
+    assert sent == ["Plex Only", "Drama", "Night"]
+
+
+def test_replace_mode_removes_tags_stash_no_longer_has():
+    settings = load_settings(tag_mode="replace")
+    plan = plan_fields(desired_state(scene(tags=[]), settings), item(genres=["Old", "Older"]), settings)
+    assert plan.params["genre[].tag.tag-"] == "Old,Older"
+
+
+def test_preserve_plex_edits_keeps_a_field_the_user_locked():
+    settings = load_settings(preserve_plex_edits=True)
+    current = item(title="User Title", locked={"title"})
+    plan = plan_fields(desired_state(scene(), settings), current, settings, written={})
+    assert "title.value" not in plan.params and plan.preserved == ["title"]
+
+
+def test_preserve_plex_edits_still_updates_a_field_we_wrote_ourselves():
+    settings = load_settings(preserve_plex_edits=True)
+    current = item(title="Our Old Title", locked={"title"})
+    plan = plan_fields(desired_state(scene(), settings), current, settings, written={"title": "Our Old Title"})
+    assert plan.params["title.value"] == "A Title"
+
+
+def test_actor_plan_sends_names_and_photos_and_keeps_plex_roles():
+    wanted = [Actor(name="Jane Doe", thumb="http://stash/p/1")]
+    plan = plan_actors(wanted, [Actor(name="jane doe", role="Lead")], SETTINGS)
+    assert plan.params["actor[0].tag.tag"] == "Jane Doe"
+    assert plan.params["actor[0].tagging.text"] == "Lead"
+    assert plan.params["actor[0].tag.thumb"] == "http://stash/p/1"
+
+
+def test_actor_plan_is_empty_when_actors_match():
+    same = [Actor(name="Jane Doe", thumb="u")]
+    assert plan_actors(same, same, SETTINGS).params == {}
+
+
+def test_written_values_remember_scalars_and_lists():
+    assert written_values({"title.value": "T", "title.locked": "1", "genre[0].tag.tag": "A", "genre[1].tag.tag": "B"}) == {
+        "title": "T", "genre": ["A", "B"]}
+
+
+def test_strip_secret_query_removes_api_keys_only():
+    assert strip_secret_query("http://h/x?t=1&apikey=K&X-Plex-Token=T") == "http://h/x?t=1"
