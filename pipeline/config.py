@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     # --- where things are -------------------------------------------------------------------
     enabled: bool = True
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    broker_management_url: str = "http://127.0.0.1:15672"
     queue_prefix: str = "stash2plex"
     stash_url: str = "http://127.0.0.1:9999"
     stash_api_key: SecretStr | None = None
