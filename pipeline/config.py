@@ -108,6 +108,8 @@ class Settings(BaseSettings):
 
     # --- retries, breaker, pacing -----------------------------------------------------------
     max_retries: int = Field(5, ge=0, le=50)
+    retry_base_seconds: float = Field(5.0, gt=0, le=600)
+    not_found_base_seconds: float = Field(30.0, gt=0, le=3600)
     not_found_retries: int = Field(12, ge=0, le=100)
     trigger_plex_scan: bool = False
     skip_not_found: bool = False

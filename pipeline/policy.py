@@ -3,9 +3,9 @@
 | error class  | decision                                                                           |
 |--------------|------------------------------------------------------------------------------------|
 | permanent    | DLQ now                                                                            |
-| transient    | retry with full-jitter backoff (5 s base, doubling, 10 min cap), Retry-After for a |
+| transient    | retry with jittered backoff (`retry_base_seconds`, doubling, 10 min cap), Retry-After for a |
 |              | 429; DLQ after `max_retries` tries                                                 |
-| not_in_plex  | slow retry (30 s base, doubling, 10 min cap: 12 tries ≈ 1.5 h); DLQ after          |
+| not_in_plex  | slow retry (`not_found_base_seconds`, doubling, 10 min cap: 12 tries ≈ 1.5 h); DLQ after |
 |              | `not_found_retries`                                                                |
 | plex_down    | defer until the breaker may half-open (at most 15 min, under RabbitMQ's 30 min     |
 |              | consumer timeout), not counted; DLQ once the job is older than `max_defer_days`    |
@@ -24,8 +24,6 @@ from pipeline.config import Settings
 from pipeline.errors import ErrorClass, SyncError
 from pipeline.models import Job
 
-TRANSIENT_BASE_SECONDS = 5.0
-NOT_FOUND_BASE_SECONDS = 30.0
 MAX_DELAY_SECONDS = 600.0
 MAX_DEFER_SECONDS = 900.0
 
@@ -59,12 +57,12 @@ def decide(job: Job, error: SyncError, settings: Settings, now: float | None = N
     if kind == ErrorClass.TRANSIENT:
         if job.attempts > settings.max_retries:
             return Decision(Action.DEAD_LETTER, reason=f"still failing after {settings.max_retries} retries")
-        delay = error.retry_after if error.retry_after else backoff(job.attempts, TRANSIENT_BASE_SECONDS, rng=rng)
+        delay = error.retry_after if error.retry_after else backoff(job.attempts, settings.retry_base_seconds, rng=rng)
         return Decision(Action.RETRY, min(delay, MAX_DELAY_SECONDS))
     if kind == ErrorClass.NOT_IN_PLEX:
         if job.attempts > settings.not_found_retries:
             return Decision(Action.DEAD_LETTER, reason=f"not in Plex after {settings.not_found_retries} retries")
-        return Decision(Action.RETRY, backoff(job.attempts, NOT_FOUND_BASE_SECONDS, rng=rng))
+        return Decision(Action.RETRY, backoff(job.attempts, settings.not_found_base_seconds, rng=rng))
     age = now - (job.first_failure or now)
     if age > settings.max_defer_days * 86400:
         return Decision(Action.DEAD_LETTER, reason=f"Plex unreachable for more than {settings.max_defer_days:g} days")
