@@ -1,0 +1,204 @@
+"""The actor chain on RabbitMQ under load, against emulator processes.
+
+    python -m ops.bench.bench_chain [--scenes 10000] [--index-items 50000] [--processes 2 --threads 4]
+
+Measures, in one run: the no-op four-actor chain ceiling with the same broker settings; the real
+chain draining N scenes enqueued as `sync --all` does (batches of `batch_size` ids); the idle latency
+of one scene edit from the hook's publish to the Plex write (p50/p95 over 30 edits); and the RSS of
+each worker process holding the path index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pika
+import requests
+from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from ops.bench.common import (
+    PLEX_TOKEN,
+    ROOT,
+    STASH_KEY,
+    emulator_env,
+    env_with,
+    percentile,
+    print_table,
+    rss_mb,
+    start_emulator,
+    wait_until,
+)
+
+BROKER_URL = os.environ.get("STASH2PLEX_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def dramatiq_workers(module: str, env: dict[str, str], processes: int, threads: int, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dramatiq", module, "-p", str(processes), "-t", str(threads)],
+                            cwd=ROOT, env=env_with(env), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def delete_queues(names: list[str]) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+    channel = connection.channel()
+    for name in names:
+        for suffix in ("", ".DQ", ".XQ"):
+            channel.queue_delete(name + suffix)
+    connection.close()
+
+
+def bench_noop(count: int, processes: int, threads: int, workdir: Path) -> float:
+    prefix = f"noop{uuid.uuid4().hex[:6]}"
+    done_file = workdir / "noop-done"
+    env = {"NOOP_PREFIX": prefix, "NOOP_DONE_FILE": str(done_file), "NOOP_BROKER_URL": BROKER_URL}
+    broker = RabbitmqBroker(url=BROKER_URL, confirm_delivery=True)
+    for n in range(count):
+        broker.enqueue(Message(queue_name=f"{prefix}.a", actor_name="a", args=(n,), kwargs={}, options={}))
+    broker.close()
+    proc = dramatiq_workers("ops.bench.noop_chain", env, processes, threads, workdir / "noop.log")
+    started = time.perf_counter()
+    wait_until(lambda: done_file.exists() and done_file.stat().st_size >= count, timeout=300, interval=0.02)
+    seconds = time.perf_counter() - started
+    stop(proc)
+    delete_queues([f"{prefix}.{q}" for q in "abcd"])
+    return count / seconds
+
+
+def updated_count(data_dir: Path) -> int:
+    db = data_dir / "state.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM outcomes WHERE outcome='updated'").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def worker_rss(proc: subprocess.Popen) -> list[float]:
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    return [rss_mb(int(pid)) for pid in children]
+
+
+def plex_title(plex_url: str, rating_key: int, session: requests.Session) -> str:
+    response = session.get(f"{plex_url}/library/metadata/{rating_key}", headers={"X-Plex-Token": PLEX_TOKEN})
+    start = response.text.find(' title="')
+    return response.text[start + 8: response.text.find('"', start + 8)]
+
+
+def stash_update_title(stash_url: str, scene_id: str, title: str, session: requests.Session) -> None:
+    query = "mutation Edit($id: ID!, $title: String) { sceneUpdate(input: {id: $id, title: $title}) { id } }"
+    session.post(f"{stash_url}/graphql", json={"query": query, "variables": {"id": scene_id, "title": title}},
+                 headers={"ApiKey": STASH_KEY}).raise_for_status()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenes", type=int, default=10_000)
+    parser.add_argument("--index-items", type=int, default=50_000, help="Plex items (>= scenes): the index size")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--latency-samples", type=int, default=30)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="s2p-chain-"))
+    prom = Path(tempfile.mkdtemp(prefix="s2p-prom-"))
+    rows: list[tuple[str, str]] = []
+
+    noop_rate = bench_noop(args.scenes, args.processes, args.threads, workdir)
+    rows.append((f"no-op 4-actor chain, {args.scenes} chains, confirms on", f"{noop_rate:,.0f} chains/s"))
+
+    plex_proc, plex_url = start_emulator("plex", max(args.index_items, args.scenes))
+    stash_proc, stash_url = start_emulator("stash", args.scenes)
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    data_dir = workdir / "data"
+    env = emulator_env(plex_url, stash_url, data_dir, queue_prefix=prefix, broker_url=BROKER_URL)
+    env.update({"dramatiq_prom_db": str(prom), "dramatiq_prom_port": "0"})
+    worker = dramatiq_workers("actors", env, args.processes, args.threads, workdir / "worker.log")
+    try:
+        # Warm-up: one scene builds the path index (one paged listing, persisted) before the clock starts.
+        broker = RabbitmqBroker(url=BROKER_URL, confirm_delivery=True)
+        started_index = time.perf_counter()
+        broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene", args=("1", "bench"), kwargs={}, options={}))
+        wait_until(lambda: updated_count(data_dir) >= 1, timeout=300)
+        rows.append((f"path index build ({max(args.index_items, args.scenes):,} Plex items) + first scene", f"{time.perf_counter() - started_index:.1f} s"))
+
+        ids = [str(i) for i in range(2, args.scenes + 1)]
+        started = time.perf_counter()
+        for start in range(0, len(ids), 50):
+            jobs = [{"scene_id": i, "event": "cli"} for i in ids[start:start + 50]]
+            broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene", args=(),
+                                   kwargs={"jobs": jobs}, options={}))
+        enqueued = time.perf_counter() - started
+        finished = wait_until(lambda: updated_count(data_dir) >= args.scenes, timeout=1800, interval=0.2)
+        seconds = time.perf_counter() - started
+        done = updated_count(data_dir)
+        rate = (done - 1) / seconds
+        rows += [
+            (f"real chain, {len(ids):,} scenes in batches of 50 (enqueue {enqueued:.1f} s)", f"{rate:,.0f} scenes/s ({seconds:.1f} s){'' if finished else ' NOT FINISHED'}"),
+            ("real chain / no-op chain", f"{rate / noop_rate:.0%}"),
+            ("scenes updated in Plex", f"{done:,} of {args.scenes:,}"),
+            ("worker RSS per process (MB)", ", ".join(f"{mb:.0f}" for mb in worker_rss(worker))),
+        ]
+
+        # Idle latency: edit a scene in Stash, publish as the hook does, wait for the Plex write.
+        session = requests.Session()
+        latencies = []
+        for n in range(args.latency_samples):
+            scene_id = str(1 + n)
+            rating_key = 1000 + int(scene_id)
+            title = f"Latency probe {n} {uuid.uuid4().hex[:6]}"
+            stash_update_title(stash_url, scene_id, title, session)
+            time.sleep(0.05)
+            published = time.perf_counter()
+            broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene",
+                                   args=(scene_id, "Scene.Update.Post"), kwargs={}, options={}))
+            if wait_until(lambda: plex_title(plex_url, rating_key, session) == title, timeout=10, interval=0.002):
+                latencies.append((time.perf_counter() - published) * 1000)
+        rows.append((f"idle latency publish -> Plex write, {len(latencies)} edits", f"p50 {percentile(latencies, 50):.1f} ms, p95 {percentile(latencies, 95):.1f} ms"))
+        broker.close()
+        stats = json.loads(json.dumps({"dlq": _depth(f"{prefix}.dlq")}))
+        rows.append(("DLQ entries", str(stats["dlq"])))
+    finally:
+        stop(worker)
+        for proc in (plex_proc, stash_proc):
+            proc.terminate()
+            proc.wait(timeout=10)
+        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq")])
+        shutil.rmtree(prom, ignore_errors=True)
+    print_table(f"bench_chain: dramatiq actors -p {args.processes} -t {args.threads}, RabbitMQ with publisher confirms", rows)
+
+
+def _depth(name: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
+    try:
+        return connection.channel().queue_declare(name, passive=True).method.message_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+if __name__ == "__main__":
+    main()
