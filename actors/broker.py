@@ -45,6 +45,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+        os.environ.setdefault("dramatiq_prom_port", str(settings.metrics_port))  # read when the module loads
         from dramatiq.middleware.prometheus import Prometheus
 
         broker.add_middleware(Prometheus())
