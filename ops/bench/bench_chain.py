@@ -11,7 +11,6 @@ each worker process holding the path index.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -29,6 +28,7 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from ops.bench.common import (
+    free_port,
     PLEX_TOKEN,
     ROOT,
     STASH_KEY,
@@ -91,9 +91,23 @@ def updated_count(data_dir: Path) -> int:
         return 0
     with sqlite3.connect(db, timeout=30) as conn:
         try:
-            return int(conn.execute("SELECT COUNT(*) FROM outcomes WHERE outcome='updated'").fetchone()[0])
+            return int(conn.execute("SELECT COUNT(DISTINCT scene_id) FROM outcomes WHERE outcome='updated'").fetchone()[0])
         except sqlite3.OperationalError:
             return 0
+
+
+def plex_requests_metric(port: int) -> dict[str, float]:
+    """stash2plex_plex_requests_total summed by status, from the workers' Prometheus exporter."""
+    totals: dict[str, float] = {}
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return totals
+    for line in text.splitlines():
+        if line.startswith("stash2plex_plex_requests_total{"):
+            status = line.split('status="', 1)[1].split('"', 1)[0]
+            totals[status] = totals.get(status, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 def worker_rss(proc: subprocess.Popen) -> list[float]:
@@ -113,6 +127,103 @@ def stash_update_title(stash_url: str, scene_id: str, title: str, session: reque
                  headers={"ApiKey": STASH_KEY}).raise_for_status()
 
 
+def enqueue_bulk(broker: RabbitmqBroker, prefix: str, ids: list[str]) -> None:
+    """As `stash2plex sync --all` does: batches of 50 scene ids per fetch_scene message."""
+    for start in range(0, len(ids), 50):
+        jobs = [{"scene_id": i, "event": "cli"} for i in ids[start:start + 50]]
+        broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene", args=(),
+                               kwargs={"jobs": jobs}, options={}))
+
+
+def measure_latency(broker: RabbitmqBroker, prefix: str, plex_url: str, stash_url: str, samples: int) -> list[float]:
+    """Edit a scene in Stash, publish as the hook does, and time until Plex shows the edit."""
+    session = requests.Session()
+    latencies = []
+    for n in range(samples):
+        scene_id = str(1 + n)
+        title = f"Latency probe {n} {uuid.uuid4().hex[:6]}"
+        stash_update_title(stash_url, scene_id, title, session)
+        time.sleep(0.05)
+        published = time.perf_counter()
+        broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene",
+                               args=(scene_id, "Scene.Update.Post"), kwargs={}, options={}))
+        if wait_until(lambda: plex_title(plex_url, 1000 + int(scene_id), session) == title, timeout=10, interval=0.002):
+            latencies.append((time.perf_counter() - published) * 1000)
+    return latencies
+
+
+def run_chain(args: argparse.Namespace, workdir: Path, scenario: str) -> tuple[list[tuple[str, str]], float]:
+    """One bulk run of the real chain; `scenario` is normal, outage (Plex down) or rabbit-restart."""
+    rows: list[tuple[str, str]] = []
+    rate = 0.0
+    prom = Path(tempfile.mkdtemp(prefix="s2p-prom-"))
+    metrics_port = free_port()
+    plex_proc, plex_url = start_emulator("plex", max(args.index_items, args.scenes))
+    stash_proc, stash_url = start_emulator("stash", args.scenes)
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    data_dir = workdir / f"data-{scenario}"
+    env = emulator_env(plex_url, stash_url, data_dir, queue_prefix=prefix, broker_url=BROKER_URL,
+                       breaker_reset_seconds=args.breaker_reset)
+    env.update({"dramatiq_prom_db": str(prom), "dramatiq_prom_port": str(metrics_port)})
+    worker = dramatiq_workers("actors", env, args.processes, args.threads, workdir / f"worker-{scenario}.log")
+    broker = RabbitmqBroker(url=BROKER_URL, confirm_delivery=True)
+    try:
+        # Warm-up: one scene builds the path index (one paged listing, persisted) before the clock starts.
+        started_index = time.perf_counter()
+        broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene", args=("1", "bench"), kwargs={}, options={}))
+        wait_until(lambda: updated_count(data_dir) >= 1, timeout=300)
+        if scenario == "normal":
+            rows.append((f"path index build ({max(args.index_items, args.scenes):,} Plex items) + first scene",
+                         f"{time.perf_counter() - started_index:.1f} s"))
+        ids = [str(i) for i in range(2, args.scenes + 1)]
+        started = time.perf_counter()
+        enqueue_bulk(broker, prefix, ids)
+        enqueued = time.perf_counter() - started
+        fault_note = ""
+        if scenario == "outage":
+            wait_until(lambda: updated_count(data_dir) >= args.scenes // 5, timeout=300)
+            before = plex_requests_metric(metrics_port)
+            os.kill(plex_proc.pid, signal.SIGUSR1)  # Plex down: connection refused, state kept
+            time.sleep(args.outage)
+            during = plex_requests_metric(metrics_port)
+            os.kill(plex_proc.pid, signal.SIGUSR1)  # Plex back
+            refused = during.get("error", 0) - before.get("error", 0)
+            fault_note = f"Plex down {args.outage:g} s at {args.scenes // 5:,} synced"
+            rows.append((f"Plex requests attempted during the {args.outage:g} s outage", f"{refused:.0f}"))
+        elif scenario == "rabbit-restart":
+            wait_until(lambda: updated_count(data_dir) >= args.scenes // 5, timeout=300)
+            subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
+            time.sleep(3)
+            subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
+            fault_note = f"RabbitMQ app restarted at {args.scenes // 5:,} synced"
+        finished = wait_until(lambda: updated_count(data_dir) >= args.scenes, timeout=1800, interval=0.2)
+        seconds = time.perf_counter() - started
+        done = updated_count(data_dir)
+        rate = (done - 1) / seconds
+        label = f"{scenario}: {len(ids):,} scenes in batches of 50" + (f" ({fault_note})" if fault_note else f" (enqueue {enqueued:.1f} s)")
+        rows += [
+            (label, f"{rate:,.0f} scenes/s ({seconds:.1f} s){'' if finished else ' NOT FINISHED'}"),
+            (f"{scenario}: scenes updated in Plex (distinct)", f"{done:,} of {args.scenes:,}"),
+            (f"{scenario}: DLQ entries", str(_depth(f"{prefix}.dlq"))),
+        ]
+        if scenario == "normal":
+            rows.append(("worker RSS per process (MB): dramatiq parent, workers", ", ".join(f"{mb:.0f}" for mb in worker_rss(worker))))
+            latencies = measure_latency(broker, prefix, plex_url, stash_url, args.latency_samples)
+            rows.append((f"idle latency publish -> Plex write, {len(latencies)} edits",
+                         f"p50 {percentile(latencies, 50):.1f} ms, p95 {percentile(latencies, 95):.1f} ms"))
+        rows.append((f"{scenario}: Plex requests by status (workers' metrics)",
+                     ", ".join(f"{k}={v:.0f}" for k, v in sorted(plex_requests_metric(metrics_port).items()))))
+    finally:
+        broker.close()
+        stop(worker)
+        for proc in (plex_proc, stash_proc):
+            proc.terminate()
+            proc.wait(timeout=10)
+        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq")])
+        shutil.rmtree(prom, ignore_errors=True)
+    return rows, rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenes", type=int, default=10_000)
@@ -120,72 +231,22 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--latency-samples", type=int, default=30)
+    parser.add_argument("--scenario", action="append", choices=["normal", "outage", "rabbit-restart"],
+                        help="runs to make (repeatable); default: normal")
+    parser.add_argument("--outage", type=float, default=120.0, help="seconds Plex stays down in the outage run")
+    parser.add_argument("--breaker-reset", type=float, default=60.0, help="breaker_reset_seconds for the workers")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="s2p-chain-"))
-    prom = Path(tempfile.mkdtemp(prefix="s2p-prom-"))
+    scenarios = args.scenario or ["normal"]
     rows: list[tuple[str, str]] = []
-
-    noop_rate = bench_noop(args.scenes, args.processes, args.threads, workdir)
-    rows.append((f"no-op 4-actor chain, {args.scenes} chains, confirms on", f"{noop_rate:,.0f} chains/s"))
-
-    plex_proc, plex_url = start_emulator("plex", max(args.index_items, args.scenes))
-    stash_proc, stash_url = start_emulator("stash", args.scenes)
-    prefix = f"bench{uuid.uuid4().hex[:6]}"
-    data_dir = workdir / "data"
-    env = emulator_env(plex_url, stash_url, data_dir, queue_prefix=prefix, broker_url=BROKER_URL)
-    env.update({"dramatiq_prom_db": str(prom), "dramatiq_prom_port": "0"})
-    worker = dramatiq_workers("actors", env, args.processes, args.threads, workdir / "worker.log")
-    try:
-        # Warm-up: one scene builds the path index (one paged listing, persisted) before the clock starts.
-        broker = RabbitmqBroker(url=BROKER_URL, confirm_delivery=True)
-        started_index = time.perf_counter()
-        broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene", args=("1", "bench"), kwargs={}, options={}))
-        wait_until(lambda: updated_count(data_dir) >= 1, timeout=300)
-        rows.append((f"path index build ({max(args.index_items, args.scenes):,} Plex items) + first scene", f"{time.perf_counter() - started_index:.1f} s"))
-
-        ids = [str(i) for i in range(2, args.scenes + 1)]
-        started = time.perf_counter()
-        for start in range(0, len(ids), 50):
-            jobs = [{"scene_id": i, "event": "cli"} for i in ids[start:start + 50]]
-            broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene", args=(),
-                                   kwargs={"jobs": jobs}, options={}))
-        enqueued = time.perf_counter() - started
-        finished = wait_until(lambda: updated_count(data_dir) >= args.scenes, timeout=1800, interval=0.2)
-        seconds = time.perf_counter() - started
-        done = updated_count(data_dir)
-        rate = (done - 1) / seconds
-        rows += [
-            (f"real chain, {len(ids):,} scenes in batches of 50 (enqueue {enqueued:.1f} s)", f"{rate:,.0f} scenes/s ({seconds:.1f} s){'' if finished else ' NOT FINISHED'}"),
-            ("real chain / no-op chain", f"{rate / noop_rate:.0%}"),
-            ("scenes updated in Plex", f"{done:,} of {args.scenes:,}"),
-            ("worker RSS per process (MB)", ", ".join(f"{mb:.0f}" for mb in worker_rss(worker))),
-        ]
-
-        # Idle latency: edit a scene in Stash, publish as the hook does, wait for the Plex write.
-        session = requests.Session()
-        latencies = []
-        for n in range(args.latency_samples):
-            scene_id = str(1 + n)
-            rating_key = 1000 + int(scene_id)
-            title = f"Latency probe {n} {uuid.uuid4().hex[:6]}"
-            stash_update_title(stash_url, scene_id, title, session)
-            time.sleep(0.05)
-            published = time.perf_counter()
-            broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene",
-                                   args=(scene_id, "Scene.Update.Post"), kwargs={}, options={}))
-            if wait_until(lambda: plex_title(plex_url, rating_key, session) == title, timeout=10, interval=0.002):
-                latencies.append((time.perf_counter() - published) * 1000)
-        rows.append((f"idle latency publish -> Plex write, {len(latencies)} edits", f"p50 {percentile(latencies, 50):.1f} ms, p95 {percentile(latencies, 95):.1f} ms"))
-        broker.close()
-        stats = json.loads(json.dumps({"dlq": _depth(f"{prefix}.dlq")}))
-        rows.append(("DLQ entries", str(stats["dlq"])))
-    finally:
-        stop(worker)
-        for proc in (plex_proc, stash_proc):
-            proc.terminate()
-            proc.wait(timeout=10)
-        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq")])
-        shutil.rmtree(prom, ignore_errors=True)
+    if "normal" in scenarios:
+        noop_rate = bench_noop(args.scenes, args.processes, args.threads, workdir)
+        rows.append((f"no-op 4-actor chain, {args.scenes} chains, confirms on", f"{noop_rate:,.0f} chains/s"))
+    for scenario in scenarios:
+        scenario_rows, rate = run_chain(args, workdir, scenario)
+        rows += scenario_rows
+        if scenario == "normal":
+            rows.append(("normal chain / no-op chain", f"{rate / noop_rate:.0%}"))
     print_table(f"bench_chain: dramatiq actors -p {args.processes} -t {args.threads}, RabbitMQ with publisher confirms", rows)
 
 

@@ -813,13 +813,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     stopping = threading.Event()
+    toggle = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    # SIGUSR1 takes the server down (connection refused) or back up, keeping its state: an outage.
+    signal.signal(signal.SIGUSR1, lambda *_: toggle.set())
     emulator = build_from_args(args).start()
     print(f"plex emulator listening on {emulator.url}", flush=True)
     try:
-        while not stopping.wait(0.5):
-            pass
+        while not stopping.wait(0.05):
+            if toggle.is_set():
+                toggle.clear()
+                emulator.come_up() if not emulator.is_up else emulator.go_down()
+                print(f"plex emulator {'up' if emulator.is_up else 'down'}", flush=True)
     finally:
         emulator.stop()
     return 0
