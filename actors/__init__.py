@@ -16,5 +16,7 @@ setup_logging("DEBUG" if _settings.debug_logging else _settings.log_level, obfus
 broker = setup_broker(_settings)
 
 from actors.stages import fetch_scene, match_plex, push_metadata, sync_performers  # noqa: E402
+from actors.schedules import flush_hook_spool, rebuild_path_index, reconcile_library  # noqa: E402
 
-__all__ = ["broker", "fetch_scene", "match_plex", "push_metadata", "sync_performers"]
+__all__ = ["broker", "fetch_scene", "match_plex", "push_metadata", "sync_performers",
+           "rebuild_path_index", "reconcile_library", "flush_hook_spool"]

@@ -15,6 +15,7 @@ import tempfile
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
+from periodiq import PeriodiqMiddleware
 
 from pipeline.config import Settings
 
@@ -55,6 +56,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             middleware.min_backoff = INFRA_MIN_BACKOFF_MS
             middleware.max_backoff = INFRA_MAX_BACKOFF_MS
     broker.add_middleware(CurrentMessage())
+    broker.add_middleware(PeriodiqMiddleware(skip_delay=60))  # schedules: actors/schedules.py, `periodiq actors`
     return broker
 
 

@@ -64,6 +64,8 @@ CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts);
 
 OUTCOME_RETENTION_SECONDS = 7 * 86400
 
+WrittenRow = tuple[int, str, dict[str, Any], str | None]  # rating key, scene id, field values, poster key
+
 
 @dataclass(frozen=True)
 class IndexedPath:
@@ -176,14 +178,21 @@ class StateStore:
         return {r[0]: {"fields": json.loads(r[1]), "poster_key": r[2]} for r in rows}
 
     def record_written(self, rating_key: int, scene_id: str, fields: dict[str, Any] | None = None, poster_key: str | None = None) -> None:
+        self.record_written_many([(rating_key, scene_id, fields or {}, poster_key)])
+
+    def record_written_many(self, rows: list[WrittenRow]) -> None:
+        """Remember, per item, the field values and poster we wrote (merged into what was there)."""
+        if not rows:
+            return
         with self.transaction() as db:
-            row = db.execute("SELECT fields, poster_key FROM written WHERE rating_key=?", (rating_key,)).fetchone()
-            merged = json.loads(row[0]) if row else {}
-            merged.update(fields or {})
-            db.execute(
-                "INSERT OR REPLACE INTO written (rating_key, scene_id, fields, poster_key, updated_at) VALUES (?,?,?,?,?)",
-                (rating_key, scene_id, json.dumps(merged), poster_key or (row[1] if row else None), time.time()),
-            )
+            for rating_key, scene_id, fields, poster_key in rows:
+                row = db.execute("SELECT fields, poster_key FROM written WHERE rating_key=?", (rating_key,)).fetchone()
+                merged = json.loads(row[0]) if row else {}
+                merged.update(fields)
+                db.execute(
+                    "INSERT OR REPLACE INTO written (rating_key, scene_id, fields, poster_key, updated_at) VALUES (?,?,?,?,?)",
+                    (rating_key, scene_id, json.dumps(merged), poster_key or (row[1] if row else None), time.time()),
+                )
 
     # --- breaker and outcomes ----------------------------------------------------------------
     def save_breaker(self, owner: str, state: str, failures: int, opened_at: float | None, last_error: str | None) -> None:

@@ -27,11 +27,11 @@ from pipeline.errors import NoFiles, NotInPlexYet, SyncError, TransientError
 from pipeline.logs import log_event, show_path
 from pipeline.matching import Matcher, PathIndex, map_path
 from pipeline.metadata import desired_state, plan_actors, plan_fields, written_values
-from pipeline.models import Job, StashScene
+from pipeline.models import Job, PlexItemState, StashScene
 from pipeline.pacing import RateLimiter
 from pipeline.plex import ItemGone, PlexClient, RequestListener
 from pipeline.stash import StashClient
-from pipeline.state import StateStore
+from pipeline.state import StateStore, WrittenRow
 
 logger = logging.getLogger("stash2plex.sync")
 
@@ -197,9 +197,10 @@ class SyncEngine:
                 result.fail(job, error, "push")
             return result
         written = self.store.written(keys)
+        posters: list[WrittenRow] = []
         for job in jobs:
             try:
-                self._push_one(job, current, written)
+                self._push_one(job, current, written, posters)
             except SyncError as error:
                 result.fail(job, error, error.stage or "push")
                 continue
@@ -207,9 +208,10 @@ class SyncEngine:
                 result.fail(job, _unexpected(exc), "push")
                 continue
             result.forward.append(job)
+        self.store.record_written_many(posters)
         return result
 
-    def _push_one(self, job: Job, current: dict, written: dict) -> None:
+    def _push_one(self, job: Job, current: dict[int, PlexItemState], written: dict[int, dict], posters: list[WrittenRow]) -> None:
         assert job.desired is not None and job.rating_key is not None
         item = current.get(job.rating_key)
         if item is None:
@@ -229,22 +231,24 @@ class SyncEngine:
             job.diff["poster"] = (item.thumb, desired.poster_url)
             if not (job.dry_run or self.settings.dry_run):
                 self.plex.upload_poster(job.rating_key, self.stash.download(desired.poster_url))
-                self.store.record_written(job.rating_key, job.scene_id, poster_key=desired.poster_key)
+                posters.append((job.rating_key, job.scene_id, {}, desired.poster_key))
 
     # --- performers and the edit -------------------------------------------------------------
     def performers(self, jobs: list[Job]) -> StageResult:
         result = StageResult()
+        written: list[WrittenRow] = []
         for job in jobs:
             try:
-                result.done.append((job, *self._commit(job)))
+                result.done.append((job, *self._commit(job, written)))
             except SyncError as error:
                 result.fail(job, error, "performers")
             except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
                 result.fail(job, _unexpected(exc), "performers")
+        self.store.record_written_many(written)
         self.store.record_outcomes([(job.scene_id, outcome.value, detail) for job, outcome, detail in result.done])
         return result
 
-    def _commit(self, job: Job) -> tuple[Outcome, str]:
+    def _commit(self, job: Job, written: list[WrittenRow]) -> tuple[Outcome, str]:
         assert job.desired is not None and job.rating_key is not None and job.section_id is not None
         actors = plan_actors(job.desired.actors, job.current_actors or [], self.settings)
         params = {**job.edit, **actors.params}
@@ -258,7 +262,7 @@ class SyncEngine:
             return Outcome.DRY_RUN, ",".join(changed)
         if params:
             self.plex.edit(job.section_id, job.rating_key, params)
-            self.store.record_written(job.rating_key, job.scene_id, written_values(params))
+            written.append((job.rating_key, job.scene_id, written_values(params), None))
         latency_ms = (time.time() - job.origin_ts) * 1000
         log_event(logger, "updated", scene_id=job.scene_id, stage="performers", rating_key=job.rating_key,
                   changed=changed, latency_ms=round(latency_ms, 1))

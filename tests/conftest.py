@@ -102,7 +102,7 @@ def delete_queues(prefix: str) -> None:
     except Exception:  # noqa: BLE001 - nothing to clean when RabbitMQ is gone
         return
     channel = connection.channel()
-    for actor in ("fetch_scene", "match_plex", "push_metadata", "sync_performers"):
+    for actor in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "maintenance"):
         for suffix in ("", ".DQ", ".XQ"):
             channel.queue_delete(f"{prefix}.{actor}{suffix}")
     channel.queue_delete(f"{prefix}.dlq")

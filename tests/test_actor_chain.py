@@ -166,3 +166,29 @@ def test_a_worker_killed_mid_batch_loses_nothing(start_worker, plex, stash, queu
     start_worker(processes=1, threads=4)
     wait_for(lambda: synced(plex, big, ids), timeout=120, message="every scene after the restart")
     assert dlq_entries(queue_prefix) == []
+
+
+def enqueue_maintenance(prefix: str, actor_name: str) -> None:
+    broker = RabbitmqBroker(url=RABBIT_URL, confirm_delivery=True)
+    try:
+        broker.enqueue(Message(queue_name=f"{prefix}.maintenance", actor_name=actor_name, args=(), kwargs={}, options={}))
+    finally:
+        broker.close()
+
+
+def test_the_scheduled_reconcile_enqueues_every_scene_that_differs(start_worker, plex, stash, dataset, queue_prefix):
+    start_worker(reconcile_scope="all")
+    enqueue_maintenance(queue_prefix, "reconcile_library")
+    ids = [s["id"] for s in dataset.scenes]
+    wait_for(lambda: synced(plex, dataset, ids), timeout=60, message="every scene after reconcile")
+
+
+def test_the_spool_flush_schedule_publishes_what_the_hook_spooled(start_worker, plex, stash, dataset, queue_prefix, tmp_path):
+    from plugin.spool import append_events, has_pending
+
+    data_dir = tmp_path / "data"
+    append_events(data_dir, [("7", "Scene.Update.Post"), ("8", "Scene.Update.Post")])
+    start_worker()
+    enqueue_maintenance(queue_prefix, "flush_hook_spool")
+    wait_for(lambda: synced(plex, dataset, ["7", "8"]), timeout=60, message="spooled scenes in Plex")
+    assert not has_pending(data_dir)

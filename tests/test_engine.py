@@ -4,7 +4,6 @@ import pytest
 
 from pipeline.inline import run_inline
 from pipeline.sync import SyncEngine
-from tests.emulators.sample_data import make_dataset
 
 
 @pytest.fixture
