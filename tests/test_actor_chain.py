@@ -192,3 +192,16 @@ def test_the_spool_flush_schedule_publishes_what_the_hook_spooled(start_worker, 
     enqueue_maintenance(queue_prefix, "flush_hook_spool")
     wait_for(lambda: synced(plex, dataset, ["7", "8"]), timeout=60, message="spooled scenes in Plex")
     assert not has_pending(data_dir)
+
+
+def test_a_rejected_token_is_dead_lettered_and_no_secret_reaches_logs_or_the_dlq(start_worker, plex, stash, dataset, queue_prefix, tmp_path):
+    plex.faults.fail_next(1, 401, path_prefix="/library/metadata")
+    start_worker(log_level="DEBUG")
+    enqueue(queue_prefix, ["9"])
+    wait_for(lambda: queue_depth(f"{queue_prefix}.dlq") == 1, timeout=60, message="the 401 in the DLQ")
+    [entry] = dlq_entries(queue_prefix)
+    assert entry.error_class == "permanent" and "plex_token" in entry.message
+    log = (tmp_path / "worker.log").read_text()
+    assert "dead_letter" in log and "scene_id=9" in log
+    for secret in (PLEX_TOKEN, STASH_KEY):
+        assert secret not in log and secret not in entry.model_dump_json()
