@@ -59,6 +59,7 @@ def run_stage(stage: str, jobs: list[Job]) -> StageResult:
     following = NEXT_STAGE[stage]
     if following and result.forward:
         send_jobs(following, result.forward)
+    engine.record(result.done)
     for job, outcome, _detail in result.done:
         metrics.SCENES.labels(outcome.value).inc()
         if outcome.value == "updated":

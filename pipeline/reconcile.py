@@ -170,4 +170,4 @@ class Reconciler:
         return SceneComparison(scene.id, Category.IN_SYNC)
 
 
-__all__ = ["Category", "ReconcileReport", "Reconciler", "SceneComparison", "SCOPE_SECONDS", "changed_fields", "since_for"]
+__all__ = ["SCOPE_SECONDS", "Category", "ReconcileReport", "Reconciler", "SceneComparison", "changed_fields", "since_for"]

@@ -63,6 +63,7 @@ CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts);
 """
 
 OUTCOME_RETENTION_SECONDS = 7 * 86400
+ERROR_OUTCOMES = ("failed", "dead_letter", "not_found")
 
 WrittenRow = tuple[int, str, dict[str, Any], str | None]  # rating key, scene id, field values, poster key
 
@@ -219,6 +220,14 @@ class StateStore:
         rows = self._query("SELECT outcome, COUNT(*) FROM outcomes WHERE ts >= ? GROUP BY outcome", (since,))
         return {r[0]: int(r[1]) for r in rows}
 
+    def outcomes_since(self, since: float) -> dict[str, tuple[str, str]]:
+        """scene id -> (latest outcome, detail) recorded at or after `since`."""
+        rows = self._query("SELECT scene_id, outcome, COALESCE(detail, '') FROM outcomes WHERE ts >= ? ORDER BY ts", (since,))
+        return {str(scene_id): (outcome, detail) for scene_id, outcome, detail in rows}
+
     def last_error(self) -> dict[str, Any] | None:
-        rows = self._query("SELECT ts, scene_id, outcome, detail FROM outcomes WHERE outcome NOT IN ('updated','unchanged') ORDER BY ts DESC LIMIT 1")
+        """The newest outcome that is a failure an operator may need to act on."""
+        marks = ",".join("?" * len(ERROR_OUTCOMES))
+        rows = self._query(f"SELECT ts, scene_id, outcome, detail FROM outcomes WHERE outcome IN ({marks}) "
+                           "ORDER BY ts DESC LIMIT 1", ERROR_OUTCOMES)
         return dict(zip(("ts", "scene_id", "outcome", "detail"), rows[0])) if rows else None

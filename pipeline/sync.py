@@ -7,7 +7,8 @@
 
 Each step returns a `StageResult`: jobs that go on, jobs that are finished (with their outcome),
 and jobs that failed with a typed error. What happens to a failure (retry, defer, DLQ) is the
-caller's policy: the actors' (`actors/policy.py`) or the inline runner's.
+caller's policy (`pipeline/policy.py` for the actors, "report it" for inline runs); the caller also
+records final outcomes with `record()`.
 """
 
 from __future__ import annotations
@@ -245,7 +246,6 @@ class SyncEngine:
             except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
                 result.fail(job, _unexpected(exc), "performers")
         self.store.record_written_many(written)
-        self.store.record_outcomes([(job.scene_id, outcome.value, detail) for job, outcome, detail in result.done])
         return result
 
     def _commit(self, job: Job, written: list[WrittenRow]) -> tuple[Outcome, str]:
@@ -268,6 +268,10 @@ class SyncEngine:
                   changed=changed, latency_ms=round(latency_ms, 1))
         return Outcome.UPDATED, ",".join(changed)
 
+    def record(self, outcomes: list[tuple[Job, Outcome, str]]) -> None:
+        """Keep final outcomes in the state file (for `status`, `sync --wait` and reconcile)."""
+        self.store.record_outcomes([(job.scene_id, outcome.value, detail) for job, outcome, detail in outcomes])
+
     # --- everything at once (inline runs) ----------------------------------------------------
     def run_batch(self, jobs: list[Job], scenes: list[StashScene] | None = None) -> list[tuple[Job, Outcome, str]]:
         """Run the four steps in-process; a failure ends its job as FAILED with the error's text."""
@@ -286,6 +290,5 @@ class SyncEngine:
             if not steps or not current.forward:
                 break
             current = steps.pop(0)(current.forward)
-        failed = [(job.scene_id, outcome.value, detail) for job, outcome, detail in outcomes if outcome in (Outcome.FAILED, Outcome.NOT_FOUND)]
-        self.store.record_outcomes(failed)
+        self.record(outcomes)
         return outcomes

@@ -137,7 +137,9 @@ def test_install_module_cli_prints_the_next_steps(tmp_path: Path) -> None:
 
 
 def test_task_mode_without_tasks_module_is_not_available(tmp_path: Path) -> None:
-    plugin_dir = install_plugin(tmp_path / "plugins", project_root=_fake_project(tmp_path, None))
+    # A tasks module that cannot be imported (its dependencies are missing from this install).
+    broken = "raise ImportError('No module named typer')\n"
+    plugin_dir = install_plugin(tmp_path / "plugins", project_root=_fake_project(tmp_path, broken))
     run = run_entry(_task_payload(plugin_dir, "status"), argv=_stash_argv(plugin_dir))
 
     assert run.returncode == 1
