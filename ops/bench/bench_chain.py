@@ -207,7 +207,7 @@ def run_chain(args: argparse.Namespace, workdir: Path, scenario: str) -> tuple[l
             (f"{scenario}: DLQ entries", str(_depth(f"{prefix}.dlq"))),
         ]
         if scenario == "normal":
-            rows.append(("worker RSS per process (MB): dramatiq parent, workers", ", ".join(f"{mb:.0f}" for mb in worker_rss(worker))))
+            rows.append(("RSS of dramatiq's child processes (MB): 2 workers and the metrics exporter", ", ".join(f"{mb:.0f}" for mb in worker_rss(worker))))
             latencies = measure_latency(broker, prefix, plex_url, stash_url, args.latency_samples)
             rows.append((f"idle latency publish -> Plex write, {len(latencies)} edits",
                          f"p50 {percentile(latencies, 50):.1f} ms, p95 {percentile(latencies, 95):.1f} ms"))
