@@ -126,6 +126,10 @@ class PathIndex:
                 rows.extend(IndexedPath(path, item.rating_key, section_id) for path in item.files)
         return rows, watermark
 
+    def expect_news(self) -> None:
+        """Let the next miss refresh at once (a scan was just requested), whatever the cooldown."""
+        self._last_refresh = 0.0
+
     def forget(self, rating_key: int) -> None:
         self.store.forget_rating_key(rating_key)
 

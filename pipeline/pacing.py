@@ -29,20 +29,20 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def acquire(self) -> float:
-        """Block until a request may go; return the seconds waited."""
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = self._clock()
-                delay = self._paused_until - now
-                if delay <= 0 and self.rate <= 0:
-                    return waited
-                if delay <= 0:
-                    self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
-                    self._updated = now
-                    if self._tokens >= 1:
-                        self._tokens -= 1
-                        return waited
-                    delay = (1 - self._tokens) / self.rate
-            self._sleep(delay)
-            waited += delay
+        """Block until a request may go; return the seconds waited.
+
+        Each caller reserves its slot under the lock (the bucket may go negative), then sleeps
+        outside it, so threads queue fairly and nobody spins.
+        """
+        with self._lock:
+            now = self._clock()
+            wait = max(0.0, self._paused_until - now)
+            if self.rate > 0:
+                self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+                self._updated = now
+                self._tokens -= 1
+                if self._tokens < 0:
+                    wait = max(wait, -self._tokens / self.rate)
+        if wait > 0:
+            self._sleep(wait)
+        return wait

@@ -182,6 +182,7 @@ class SyncEngine:
             for section in self.plex.sections():
                 if not section.locations or any(folder.startswith(loc.rstrip("/")) for loc in section.locations):
                     self.plex.scan(section.id, folder)
+                    self.index.expect_news()
                     log_event(logger, "scan_requested", scene_id=job.scene_id, stage="match",
                               section=section.title, folder=show_path(folder, self.settings))
         except SyncError as error:

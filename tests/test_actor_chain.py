@@ -205,3 +205,13 @@ def test_a_rejected_token_is_dead_lettered_and_no_secret_reaches_logs_or_the_dlq
     assert "dead_letter" in log and "scene_id=9" in log
     for secret in (PLEX_TOKEN, STASH_KEY):
         assert secret not in log and secret not in entry.model_dump_json()
+
+
+def test_a_429_is_retried_after_its_retry_after(start_worker, plex, stash, dataset, queue_prefix):
+    plex.faults.rate_limit_next(1, retry_after=1, path_prefix="/library/sections/1/all")
+    start_worker()
+    started = time.monotonic()
+    enqueue(queue_prefix, ["12"])
+    wait_for(lambda: synced(plex, dataset, ["12"]), timeout=60, message="scene 12 after the 429")
+    assert time.monotonic() - started >= 1.0
+    assert dlq_entries(queue_prefix) == []
