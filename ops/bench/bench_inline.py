@@ -23,6 +23,20 @@ from tests.emulators.sample_data import make_dataset
 from tests.emulators.stash import StashEmulator
 
 
+def fields_not_in_plex(plex: PlexEmulator, stash: StashEmulator, data) -> int:
+    """How many scenes' Plex items do not show the scene's title, studio, date, genres and actors."""
+    wrong = 0
+    for scene in data.scenes:
+        current = stash.scene(scene["id"])
+        item = plex.item(plex.rating_key_for_file(current["files"][0]["path"]))
+        expected = (current["title"], (current["studio"] or {}).get("name", ""), current["date"],
+                    sorted(t["name"] for t in current["tags"]), [p["name"] for p in current["performers"]])
+        actual = (item["title"], item["studio"], item["originallyAvailableAt"], sorted(item["genres"]),
+                  [a["tag"] for a in item["actors"]])
+        wrong += expected != actual
+    return wrong
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenes", type=int, default=2000)
@@ -48,7 +62,9 @@ def main() -> None:
             counts = Counter({k: v for k, v in plex.request_counts.items()})
             total = sum(counts.values())
             updated = summary.counts["updated"]
+            wrong = fields_not_in_plex(plex, stash, data)
             rows += [
+                (f"{label}: scenes whose Plex item differs from Stash", f"{wrong} of {args.scenes}"),
                 (f"{label}: scenes/s", f"{args.scenes / seconds:,.0f} ({seconds:.1f} s for {args.scenes})"),
                 (f"{label}: outcomes", ", ".join(f"{k}={v}" for k, v in sorted(summary.counts.items()))),
                 (f"{label}: Plex requests", f"{total} ({', '.join(f'{k}={v}' for k, v in sorted(counts.items()))})"),
