@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,7 +76,37 @@ def make_settings(plex: PlexEmulator, stash: StashEmulator, tmp_path: Path):
     return build
 
 
+@pytest.fixture
+def closed_port() -> int:
+    """A local TCP port nothing listens on (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 # --- RabbitMQ ------------------------------------------------------------------------------------
+def drain_queue(queue: str) -> list[tuple[Any, bytes]]:
+    """Every message waiting in `queue` as (properties, body), removed; a queue that does not exist is empty."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+    try:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return []
+        messages = []
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return messages
+            messages.append((properties, body))
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 def rabbit_available() -> bool:
     import pika
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
-from tests.conftest import RABBIT_URL, ROOT, WorkerProcess, emulator_env
+from tests.conftest import RABBIT_URL, ROOT, WorkerProcess, drain_queue, emulator_env
 
 CLI = [sys.executable, "-m", "ops.cli"]
 
@@ -45,14 +43,6 @@ def run_cli(args: list[str], env: dict[str, str], *, stdin: str | None = None, t
     proc = subprocess.run([*CLI, *args], env=full, cwd=ROOT, input=stdin if stdin is not None else "",
                           capture_output=True, text=True, timeout=timeout, check=False)
     return CliRun(proc.returncode, proc.stdout, proc.stderr)
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A local TCP port nothing listens on (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -97,23 +87,8 @@ def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator:
 
 # --- RabbitMQ helpers ------------------------------------------------------------------------------
 def drain(queue: str) -> list[dict[str, Any]]:
-    """Every message body waiting in `queue` (removed); a missing queue is empty."""
-    connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
-    try:
-        channel = connection.channel()
-        try:
-            channel.queue_declare(queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker:
-            return []
-        bodies = []
-        while True:
-            method, _properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return bodies
-            bodies.append(json.loads(body))
-    finally:
-        if connection.is_open:
-            connection.close()
+    """Every message body waiting in `queue` (removed), decoded; a missing queue is empty."""
+    return [json.loads(body) for _properties, body in drain_queue(queue)]
 
 
 def queued_jobs(queue: str) -> list[list[dict[str, Any]]]:

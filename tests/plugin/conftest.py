@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,14 +44,6 @@ def plugin_folder(tmp_path: Path, hook_prefix: str) -> PluginFolder:
     folder = PluginFolder(tmp_path / "plugins" / "stash2plex", tmp_path / "data", hook_prefix)
     folder.configure()
     return folder
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A local TCP port nothing listens on (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

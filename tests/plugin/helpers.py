@@ -21,7 +21,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENTRY = PROJECT_ROOT / "plugin" / "stash2plex_entry.py"
 PYTHON = os.path.abspath(sys.executable)
-RABBIT_URL = os.environ.get("STASH2PLEX_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+from tests.conftest import RABBIT_URL, drain_queue  # noqa: E402,F401 - shared with every suite
 LEVELS = set("tdiwep")
 
 
@@ -117,28 +117,6 @@ def run_entry(
 def write_hook_json(plugin_dir: Path, **values: str) -> None:
     plugin_dir.mkdir(parents=True, exist_ok=True)
     (plugin_dir / "stash2plex.hook.json").write_text(json.dumps(values))
-
-
-def drain_queue(queue: str) -> list[tuple[Any, bytes]]:
-    """Every message waiting in `queue` as (properties, body); a queue that does not exist is empty."""
-    import pika
-
-    connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
-    try:
-        channel = connection.channel()
-        try:
-            channel.queue_declare(queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker:
-            return []
-        messages = []
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return messages
-            messages.append((properties, body))
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def delete_queues(prefix: str) -> None:
