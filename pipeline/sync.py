@@ -96,8 +96,13 @@ class SyncEngine:
         if not self.settings.enabled:
             result.done = [(job, Outcome.SKIPPED, "stash2plex is disabled (enabled=false)") for job in jobs]
             return result
-        unique = list({job.scene_id: job for job in reversed(jobs)}.values())[::-1]
-        result.done += [(job, Outcome.COALESCED, "duplicate in batch") for job in jobs if job not in unique]
+        first_of_scene: dict[str, Job] = {}
+        for job in jobs:
+            if job.scene_id in first_of_scene:
+                result.done.append((job, Outcome.COALESCED, "duplicate in batch"))
+            else:
+                first_of_scene[job.scene_id] = job
+        unique = list(first_of_scene.values())
         try:
             scenes = self.stash.find_scenes([job.scene_id for job in unique])
         except SyncError as error:

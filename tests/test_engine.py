@@ -71,3 +71,11 @@ def test_client_identifier_is_stable_across_restarts(make_settings, plex, stash)
     run_inline(SyncEngine.from_settings(settings), scene_ids=["1"])
     run_inline(SyncEngine.from_settings(settings), scene_ids=["2"])
     assert len(plex.client_identifiers) == 1
+
+
+def test_duplicate_scenes_in_one_batch_are_fetched_once_and_reported(engine, plex, stash):
+    from pipeline.models import Job
+
+    result = engine.fetch([Job(scene_id="1", event="cli"), Job(scene_id="1", event="cli"), Job(scene_id="2", event="cli")])
+    assert [job.scene_id for job in result.forward] == ["1", "2"]
+    assert [(job.scene_id, outcome.value) for job, outcome, _ in result.done] == [("1", "coalesced")]
