@@ -17,6 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Retries
 from periodiq import PeriodiqMiddleware
 
+from actors.middleware import DeadLetterGuard
 from pipeline.config import Settings
 
 # Retries for failures the policy cannot see (RabbitMQ unreachable while forwarding, a time limit).
@@ -55,6 +56,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             middleware.max_retries = INFRA_MAX_RETRIES
             middleware.min_backoff = INFRA_MIN_BACKOFF_MS
             middleware.max_backoff = INFRA_MAX_BACKOFF_MS
+    broker.add_middleware(DeadLetterGuard(), before=Retries)  # its after-hook then runs after Retries decided
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(PeriodiqMiddleware(skip_delay=60))  # schedules: actors/schedules.py, `periodiq actors`
     return broker

@@ -20,6 +20,7 @@ from collections import defaultdict
 from typing import Any
 
 import dramatiq
+from pydantic import ValidationError
 from dramatiq.middleware import CurrentMessage
 
 from actors import metrics, runtime
@@ -103,7 +104,8 @@ def _jobs(raw: list[dict[str, Any]]) -> list[Job]:
     return [Job.model_validate(item) for item in raw]
 
 
-ACTOR_OPTIONS: dict[str, Any] = {"max_retries": 20, "time_limit": 10 * 60 * 1000}
+# dramatiq's own retries are for infrastructure failures only; a malformed message cannot get better.
+ACTOR_OPTIONS: dict[str, Any] = {"max_retries": 20, "time_limit": 10 * 60 * 1000, "throws": (ValidationError,)}
 
 
 @dramatiq.actor(actor_name="fetch_scene", queue_name=settings.queue_name("fetch_scene"), **ACTOR_OPTIONS)

@@ -215,3 +215,17 @@ def test_a_429_is_retried_after_its_retry_after(start_worker, plex, stash, datas
     wait_for(lambda: synced(plex, dataset, ["12"]), timeout=60, message="scene 12 after the 429")
     assert time.monotonic() - started >= 1.0
     assert dlq_entries(queue_prefix) == []
+
+
+def test_a_malformed_message_dramatiq_gives_up_on_is_copied_to_the_dlq(start_worker, queue_prefix, plex, stash):
+    broker = RabbitmqBroker(url=RABBIT_URL, confirm_delivery=True)
+    try:
+        broker.enqueue(Message(queue_name=f"{queue_prefix}.match_plex", actor_name="match_plex", args=(),
+                               kwargs={"jobs": [{"scene_id": "5", "attempts": "many"}]}, options={}))
+    finally:
+        broker.close()
+    start_worker()
+    wait_for(lambda: queue_depth(f"{queue_prefix}.dlq") == 1, timeout=30, message="the malformed message in the DLQ")
+    [entry] = dlq_entries(queue_prefix)
+    assert entry.error_class == "internal" and entry.stage == "match" and entry.scene_id == "5"
+    assert "ValidationError" in entry.message
