@@ -4,7 +4,8 @@ the ordinary workers:
 | actor               | when                                  | what                                              |
 |---------------------|---------------------------------------|---------------------------------------------------|
 | rebuild_path_index  | daily 04:15                           | full Plex listing, forgets deleted items          |
-| reconcile_library   | `reconcile_interval` (never = off)    | compares `reconcile_scope` of Stash with Plex and enqueues the scenes that differ |
+| reconcile_library   | `reconcile_interval` (never = off),   | compares `reconcile_scope` of Stash with Plex and enqueues the scenes that differ |
+|                     | or on demand (Stash reconcile tasks)  |                                                   |
 | flush_hook_spool    | every minute                          | publishes events the hook spooled while RabbitMQ was down |
 """
 
@@ -54,8 +55,10 @@ _reconcile_options = {"periodic": cron(RECONCILE_CRON[settings.reconcile_interva
 
 
 @dramatiq.actor(queue_name=_queue("maintenance"), max_retries=3, **_reconcile_options)
-def reconcile_library() -> None:
-    reconcile_now(settings.reconcile_scope, settings.reconcile_missing)
+def reconcile_library(scope: str | None = None, missing_only: bool | None = None) -> None:
+    """The schedule's reconcile (settings' scope), or one asked for by a Stash task or the CLI."""
+    reconcile_now(scope or settings.reconcile_scope,
+                  settings.reconcile_missing if missing_only is None else missing_only)
 
 
 @dramatiq.actor(queue_name=_queue("maintenance"), periodic=cron("* * * * *"), max_retries=0)

@@ -138,6 +138,18 @@ def bind_actors(settings: Settings) -> ModuleType:
     return actors
 
 
+def send_reconcile(settings: Settings, scope: str, missing_only: bool) -> str:
+    """Ask the workers to reconcile (the `reconcile_library` actor); returns the queue it went to."""
+    import dramatiq.errors
+
+    actors = bind_actors(settings)
+    try:
+        actors.reconcile_library.send(scope, missing_only)
+    except dramatiq.errors.ConnectionError as exc:
+        raise unreachable_broker(settings, type(exc).__name__) from None
+    return settings.queue_name(MAINTENANCE_QUEUE)
+
+
 def send_scene_batches(
     settings: Settings,
     scene_ids: list[str],

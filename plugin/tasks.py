@@ -136,15 +136,13 @@ def sync_recent(task: Task) -> str:
 
 
 def _reconcile(task: Task, scope: str, missing_only: bool) -> str:
-    from ops.sync import reconcile
+    """Hand the comparison to the workers (it reads the whole library), so the task returns at once."""
+    from ops.broker import send_reconcile
 
-    report, sent = reconcile(task.settings, scope, missing_only=missing_only, on_progress=task.log.between(0.0, 0.95))
-    counts = report.counts
-    queued = f"{len(sent.scene_ids)} queued to {sent.queue}" if sent else "none queued"
+    queue = send_reconcile(task.settings, scope, missing_only)
     label = "reconcile missing" if missing_only else f"reconcile {scope}"
-    return (f"{label}: {report.scanned} scene(s) read, {counts.get('differs', 0)} differ ({queued}), "
-            f"{counts.get('not_in_plex', 0)} not in Plex, {counts.get('ambiguous', 0)} ambiguous, "
-            f"{counts.get('in_sync', 0)} in sync")
+    return (f"{label}: queued to {queue}; the workers compare Stash with Plex and queue the scenes that differ "
+            "(see `stash2plex status` or the workers' logs)")
 
 
 def reconcile_all(task: Task) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli.conftest import RABBIT_URL, dlq_ids, publish_dead_letter, queued_jobs
+from tests.cli.conftest import RABBIT_URL, dlq_ids, drain, publish_dead_letter, queued_jobs
 from tests.conftest import PLEX_TOKEN
 from tests.plugin.helpers import clean_env, run_entry, write_hook_json
 
@@ -70,10 +70,11 @@ def test_sync_recent_task_queues_only_scenes_of_the_last_day(task, saved_setting
 
 
 @pytest.mark.rabbitmq
-def test_reconcile_missing_task_queues_the_scenes_never_written(task, saved_settings, queue_prefix, dataset):
+def test_reconcile_tasks_hand_the_comparison_to_the_workers(task, saved_settings, queue_prefix):
     line = summary(task("reconcile_missing"))
-    assert line.startswith("reconcile missing:") and f"{len(dataset.scenes)} differ" in line
-    assert sum(len(b) for b in queued_jobs(f"{queue_prefix}.fetch_scene")) == len(dataset.scenes)
+    assert line.startswith("reconcile missing: queued to") and f"{queue_prefix}.maintenance" in line
+    [message] = drain(f"{queue_prefix}.maintenance")
+    assert message["actor_name"] == "reconcile_library" and message["args"] == ["all", True]
 
 
 @pytest.mark.rabbitmq
@@ -121,7 +122,6 @@ def test_flush_spool_task_publishes_what_the_hook_spooled(task, saved_settings, 
     write_hook_json(tmp_path / "plugin", broker_url=RABBIT_URL, queue_prefix=queue_prefix, data_dir=str(spool_dir))
     append_events(spool_dir, [("5", "Scene.Update.Post")])
     assert "1 event(s) published" in summary(task("flush_spool"))
-    from tests.cli.conftest import drain
 
     assert [body["args"][0] for body in drain(f"{queue_prefix}.fetch_scene")] == ["5"]
 
