@@ -10,6 +10,7 @@ With the `stub://` broker the DLQ lives in memory (the demo without RabbitMQ).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -19,6 +20,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from pipeline.config import Settings
+from pipeline.logs import log_event
+
+logger = logging.getLogger("stash2plex.dlq")
 
 STAGE_ACTORS = {"fetch": "fetch_scene", "match": "match_plex", "push": "push_metadata", "performers": "sync_performers"}
 
@@ -92,11 +96,21 @@ class RabbitDeadLetterQueue:
 
     def _open(self) -> Any:
         import pika
+        import pika.exceptions
 
         connection = pika.BlockingConnection(pika.URLParameters(self.settings.broker_url))
         channel = connection.channel()
+        try:
+            channel.queue_declare(self.name, durable=True, arguments=dlq_arguments(self.settings))
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            # The DLQ exists with another TTL (dlq_retention_days changed): keep using it as it is.
+            log_event(logger, "dlq_ttl_differs", level=logging.WARNING, queue=self.name,
+                      fix="delete the empty DLQ or set its TTL with a RabbitMQ policy")
+            channel = connection.channel()
+            channel.queue_declare(self.name, passive=True)
         channel.confirm_delivery()
-        channel.queue_declare(self.name, durable=True, arguments=dlq_arguments(self.settings))
         return connection, channel
 
     def _with_channel(self, work: Callable[[Any], Any]) -> Any:
@@ -178,8 +192,7 @@ class RabbitDeadLetterQueue:
         return taken
 
     def count(self) -> int:
-        return int(self._on_fresh_channel(
-            lambda ch: ch.queue_declare(self.name, durable=True, arguments=dlq_arguments(self.settings)).method.message_count))
+        return int(self._on_fresh_channel(lambda ch: ch.queue_declare(self.name, passive=True).method.message_count))
 
 
 def make_dlq(settings: Settings) -> DeadLetterQueue:
