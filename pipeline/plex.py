@@ -112,6 +112,8 @@ class PlexClient:
             error = TransientError(f"Plex at {redact_url(self.url)} did not answer within {self.timeout[1]:g} s ({kind})")
         except requests.ConnectionError:
             error = PlexDown(f"Plex at {redact_url(self.url)} refused the connection: is it running?")
+        except requests.RequestException as exc:  # a broken response; every path must settle the breaker
+            error = TransientError(f"Plex at {redact_url(self.url)} failed the {kind} request ({type(exc).__name__})")
         finally:
             self._count(kind, time.perf_counter() - started, status)
         if error is not None:

@@ -75,3 +75,13 @@ def test_state_changes_are_reported():
     breaker.record_failure(PlexDown("refused"))
     breaker.record_success()
     assert seen == [BreakerState.OPEN, BreakerState.CLOSED]
+
+
+def test_a_trial_that_ends_in_an_uncounted_error_closes_the_breaker():
+    breaker, clock = make(threshold=1)
+    breaker.record_failure(PlexDown("refused"))
+    clock.now += 61
+    breaker.before_call()
+    breaker.record_failure(NotInPlexYet("404: Plex answered"))
+    assert breaker.state == BreakerState.CLOSED
+    breaker.before_call()
