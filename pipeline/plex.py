@@ -168,6 +168,10 @@ class PlexClient:
                 error = TransientError(f"Plex at {redact_url(self.url)} timed out during the handshake")
                 self.breaker.record_failure(error)
                 raise error from None
+            except Exception as exc:  # noqa: BLE001 - an unreadable answer: classified, and the breaker settled
+                error = TransientError(f"Plex at {redact_url(self.url)} gave an unreadable handshake ({type(exc).__name__})")
+                self.breaker.record_failure(error)
+                raise error from None
             finally:
                 self._count("server", time.perf_counter() - started, None)
             self.breaker.record_success()
