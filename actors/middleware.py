@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from pipeline.errors import scrub
@@ -21,7 +22,7 @@ logger = logging.getLogger("stash2plex.dlq")
 ACTOR_STAGES = {"fetch_scene": "fetch", "match_plex": "match", "push_metadata": "push", "sync_performers": "performers"}
 
 
-def jobs_of(message: dramatiq.Message) -> list[dict[str, Any]]:
+def jobs_of(message: dramatiq.Message | MessageProxy) -> list[dict[str, Any]]:
     """The jobs a stage message carries, whatever its form (`jobs=[...]` or a hook's `(scene_id, event)`)."""
     jobs = message.kwargs.get("jobs")
     if isinstance(jobs, list):
@@ -34,7 +35,7 @@ def jobs_of(message: dramatiq.Message) -> list[dict[str, Any]]:
 class DeadLetterGuard(Middleware):
     """Must sit before `Retries` in the middleware list, so its after-hook runs once Retries has decided."""
 
-    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *,
+    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
                               result: Any = None, exception: BaseException | None = None) -> None:
         if exception is None or not message.failed or message.actor_name not in ACTOR_STAGES:
             return

@@ -137,4 +137,6 @@ def sync_performers(jobs: list[dict[str, Any]]) -> None:
     run_stage("performers", _jobs(jobs))
 
 
-ACTORS = {"fetch": fetch_scene, "match": match_plex, "push": push_metadata, "performers": sync_performers}
+ACTORS: dict[str, dramatiq.Actor[..., None]] = {
+    "fetch": fetch_scene, "match": match_plex, "push": push_metadata, "performers": sync_performers,
+}

@@ -101,6 +101,7 @@ class PlexClient:
         self.limiter.acquire()
         started = time.perf_counter()
         status: int | None = None
+        error: SyncError | None
         try:
             response = self.session.request(method, f"{self.url}{path}", params=params, data=data,
                                             headers={**self._headers(), **(headers or {})}, timeout=self.timeout)
@@ -151,29 +152,26 @@ class PlexClient:
         """The plexapi server object (one `GET /`), created on first use."""
         if self._server is None:
             self.breaker.before_call()
+            where = redact_url(self.url)
             started = time.perf_counter()
+            error: SyncError | None = None
             try:
                 self._server = PlexServer(self.url, self._token, session=self.session, timeout=self.timeout)
             except Unauthorized:
-                raise AuthError(f"Plex at {redact_url(self.url)} refused the token (401): check plex_token") from None
+                error = AuthError(f"Plex at {where} refused the token (401): check plex_token")
             except BadRequest as exc:
-                error = TransientError(f"Plex at {redact_url(self.url)} failed the handshake: {str(exc).split(';')[0]}")
-                self.breaker.record_failure(error)
-                raise error from None
+                error = TransientError(f"Plex at {where} failed the handshake: {str(exc).split(';')[0]}")
             except requests.ConnectionError:
-                error = PlexDown(f"Plex at {redact_url(self.url)} refused the connection: is it running?")
-                self.breaker.record_failure(error)
-                raise error from None
+                error = PlexDown(f"Plex at {where} refused the connection: is it running?")
             except requests.Timeout:
-                error = TransientError(f"Plex at {redact_url(self.url)} timed out during the handshake")
-                self.breaker.record_failure(error)
-                raise error from None
+                error = TransientError(f"Plex at {where} timed out during the handshake")
             except Exception as exc:  # noqa: BLE001 - an unreadable answer: classified, and the breaker settled
-                error = TransientError(f"Plex at {redact_url(self.url)} gave an unreadable handshake ({type(exc).__name__})")
-                self.breaker.record_failure(error)
-                raise error from None
+                error = TransientError(f"Plex at {where} gave an unreadable handshake ({type(exc).__name__})")
             finally:
                 self._count("server", time.perf_counter() - started, None)
+            if error is not None:
+                self.breaker.record_failure(error)
+                raise error
             self.breaker.record_success()
         return self._server
 

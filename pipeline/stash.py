@@ -125,7 +125,7 @@ class StashClient:
         return response.content
 
 
-def load_settings_with_stash(**overrides: object) -> "Settings":
+def load_settings_with_stash(**overrides: Any) -> "Settings":
     """Settings from env and file, then again with the plugin settings saved in Stash as the lowest layer.
 
     Stash being unreachable is not fatal here (the worker starts, and logs which URL failed);
