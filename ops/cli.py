@@ -573,9 +573,8 @@ def plugin_install(
         from plugin.install import install_plugin
     except ImportError as exc:
         raise CliError(f"plugin.install is not available ({exc})") from None
-    extra = {"hook_events": hook_events} if hook_events else {}
     try:
-        target = install_plugin(stash_plugins_dir, python, broker_url, queue_prefix, data_dir, **extra)
+        target = install_plugin(stash_plugins_dir, python, broker_url, queue_prefix, data_dir, hook_events=hook_events)
     except FileNotFoundError as exc:
         raise CliError(str(exc), fix="pass --python with the venv's interpreter, e.g. .venv/bin/python") from None
     except ValueError as exc:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Self
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -199,7 +199,7 @@ class Emulator:
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "Emulator":
+    def start(self) -> Self:
         server = _Server((self.host, self.port), EmulatorHandler)
         server.emulator = self  # type: ignore[attr-defined]
         self.port = server.server_address[1]
@@ -233,7 +233,7 @@ class Emulator:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -667,9 +667,9 @@ class PlexEmulator(Emulator):
                 locked.remove(name)
         for kind, names in plan.tag_names.items():
             self._replace_tags(item, kind, names, plan)
-        for kind, names in plan.tag_removals.items():
+        for kind, removed in plan.tag_removals.items():
             key = TAG_KINDS[kind][0]
-            gone = set(names)
+            gone = set(removed)
             item[key] = [tag for tag in item[key] if _tag_name(tag) not in gone]
         self._touch(item)
 

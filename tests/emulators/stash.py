@@ -705,7 +705,7 @@ class StashEmulator(Emulator):
     # --- edits ---------------------------------------------------------------------------------
     def _mutation_changes(self, update: dict[str, Any]) -> dict[str, Any]:
         """Scene fields from a SceneUpdateInput: absent keys are left alone, null clears."""
-        changes = {key: update[key] for key in ("title", "code", "details", "rating100") if key in update}
+        changes: dict[str, Any] = {key: update[key] for key in ("title", "code", "details", "rating100") if key in update}
         if "date" in update:
             changes["date"] = _checked_date(update["date"])
         if update.get("organized") is not None:
@@ -725,7 +725,7 @@ class StashEmulator(Emulator):
         return entity
 
     def _helper_changes(self, fields: dict[str, Any]) -> dict[str, Any]:
-        changes = {key: fields[key] for key in ("title", "code", "details", "date", "rating100", "organized") if key in fields}
+        changes: dict[str, Any] = {key: fields[key] for key in ("title", "code", "details", "date", "rating100", "organized") if key in fields}
         if "studio" in fields:
             studio = fields["studio"]
             changes["studio"] = None if studio is None else self._entity(self._studios, studio)
