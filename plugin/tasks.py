@@ -102,6 +102,23 @@ def stash_overrides(payload: dict[str, Any]) -> dict[str, Any]:
     return {"stash_url": f"{scheme}://{host}:{port}", "stash_session_cookie": value or None}
 
 
+HOOK_KEYS = ("broker_url", "queue_prefix", "hook_events")
+
+
+def sync_hook_settings(settings: Settings, payload: dict[str, Any]) -> None:
+    """Copy the hook's settings saved in Stash (or set in env) into stash2plex.hook.json.
+
+    The hook reads only that file (a GraphQL call per edit would slow every edit in Stash), so every
+    task run carries what the user saved on the settings page over to it. Unsaved keys are left alone.
+    """
+    from plugin.install import write_hook_settings
+
+    plugin_dir = (payload.get("server_connection") or {}).get("PluginDir")
+    chosen = {key: getattr(settings, key) for key in HOOK_KEYS if key in settings.model_fields_set}
+    if plugin_dir and chosen and Path(plugin_dir).is_dir():
+        write_hook_settings(Path(plugin_dir), **chosen)
+
+
 def task_args(payload: dict[str, Any]) -> dict[str, Any]:
     args = payload.get("args")
     return args if isinstance(args, dict) else {}
@@ -252,6 +269,8 @@ def run(mode: str, payload: dict[str, Any]) -> str:
     log.progress(0.0)
     try:
         settings = None if mode in LOADS_ITS_OWN_SETTINGS else load_cli_settings(None, **stash_overrides(payload))
+        if settings is not None:
+            sync_hook_settings(settings, payload)
         output = handler(Task(settings, payload, log))  # type: ignore[arg-type]
     except Exception as exc:
         failure = as_cli_error(exc)

@@ -138,3 +138,15 @@ def test_an_unreachable_broker_fails_the_task_naming_its_url_without_the_passwor
     run = task("sync_all")
     assert run.returncode == 1 and f"amqp://ops:***@127.0.0.1:{closed_port}/" in run.error
     assert "task-secret-9" not in run.stdout + run.stderr
+
+
+@pytest.mark.rabbitmq
+def test_a_task_copies_the_broker_settings_saved_in_stash_to_the_hook(task, saved_settings, queue_prefix, tmp_path):
+    import json
+
+    saved_settings(hook_events="identify")
+    (tmp_path / "plugin").mkdir()
+    summary(task("status"))
+    hook = json.loads((tmp_path / "plugin" / "stash2plex.hook.json").read_text())
+    assert hook["broker_url"] == RABBIT_URL and hook["queue_prefix"] == queue_prefix
+    assert hook["hook_events"] == "identify"
