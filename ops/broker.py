@@ -120,6 +120,26 @@ def export_settings(settings: Settings) -> None:
         os.environ[f"STASH2PLEX_{key.upper()}"] = str(value)
 
 
+def passive_declare(connection: Any, name: str) -> Any | None:
+    """The queue's declare-ok frame (message and consumer counts), or None when it does not exist."""
+    import pika.exceptions
+
+    channel = connection.channel()
+    try:
+        method = channel.queue_declare(name, passive=True).method
+    except pika.exceptions.ChannelClosedByBroker:
+        return None  # the broker closed this channel; the connection stays usable
+    channel.close()
+    return method
+
+
+def queue_depth(settings: Settings, name: str) -> int:
+    """Ready messages waiting in `name` (0 for a queue that does not exist)."""
+    with amqp_connection(settings) as connection:
+        method = passive_declare(connection, name)
+    return method.message_count if method is not None else 0
+
+
 def bind_actors(settings: Settings) -> ModuleType:
     """Import `actors` bound to `settings` (once per process); returns the package.
 

@@ -18,7 +18,13 @@ from urllib.parse import quote
 
 import requests
 
-from ops.broker import amqp_connection, broker_credentials, is_stub, queue_names
+from ops.broker import (
+    amqp_connection,
+    broker_credentials,
+    is_stub,
+    passive_declare,
+    queue_names,
+)
 from ops.common import CliError
 from pipeline.config import Settings, redact_url
 from pipeline.state import StateStore
@@ -92,19 +98,14 @@ def management_depths(settings: Settings) -> tuple[list[QueueDepth] | None, str]
 
 def amqp_depths(settings: Settings) -> list[QueueDepth]:
     """Ready counts and consumers by passive declare (a missing queue is reported as empty)."""
-    import pika.exceptions
-
     depths = []
     with amqp_connection(settings) as connection:
         for name, role in queue_names(settings):
-            channel = connection.channel()
-            try:
-                method = channel.queue_declare(name, passive=True).method
-            except pika.exceptions.ChannelClosedByBroker:
+            method = passive_declare(connection, name)
+            if method is None:
                 depths.append(QueueDepth(name, role, 0, None, 0, False))
-                continue
-            depths.append(QueueDepth(name, role, method.message_count, None, method.consumer_count, True))
-            channel.close()
+            else:
+                depths.append(QueueDepth(name, role, method.message_count, None, method.consumer_count, True))
     return depths
 
 

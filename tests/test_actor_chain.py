@@ -10,8 +10,17 @@ import pytest
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+import ops.broker
 from actors.dlq import DlqEntry
-from tests.conftest import PLEX_TOKEN, RABBIT_URL, STASH_KEY, WorkerProcess, emulator_env, wait_for
+from pipeline.config import load_settings
+from tests.conftest import (
+    PLEX_TOKEN,
+    RABBIT_URL,
+    STASH_KEY,
+    WorkerProcess,
+    emulator_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -46,14 +55,7 @@ def dlq_entries(prefix: str) -> list[DlqEntry]:
 
 
 def queue_depth(name: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
-    try:
-        return connection.channel().queue_declare(name, passive=True).method.message_count
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0
-    finally:
-        if connection.is_open:
-            connection.close()
+    return ops.broker.queue_depth(load_settings(broker_url=RABBIT_URL), name)
 
 
 def synced(plex, dataset, scene_ids) -> bool:

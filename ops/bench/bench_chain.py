@@ -28,18 +28,20 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from ops.bench.common import (
-    free_port,
     PLEX_TOKEN,
     ROOT,
     STASH_KEY,
     emulator_env,
     env_with,
+    free_port,
     percentile,
     print_table,
     rss_mb,
     start_emulator,
     wait_until,
 )
+from ops.broker import queue_depth
+from pipeline.config import load_settings
 
 BROKER_URL = os.environ.get("STASH2PLEX_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -251,14 +253,7 @@ def main() -> None:
 
 
 def _depth(name: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
-    try:
-        return connection.channel().queue_declare(name, passive=True).method.message_count
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0
-    finally:
-        if connection.is_open:
-            connection.close()
+    return queue_depth(load_settings(broker_url=BROKER_URL), name)
 
 
 if __name__ == "__main__":
