@@ -129,13 +129,15 @@ class RabbitDeadLetterQueue:
         return None
 
     def close(self) -> None:
+        import pika.exceptions
+
         connection = getattr(self._local, "connection", None)
         self._local.connection = self._local.channel = None
         if connection is not None and connection.is_open:
             try:
                 connection.close()
-            except Exception:  # noqa: BLE001 - closing a connection that is already broken
-                pass
+            except (pika.exceptions.AMQPError, OSError) as exc:  # the connection was already broken
+                log_event(logger, "dlq_connection_close_failed", level=logging.DEBUG, error=type(exc).__name__)
 
     def publish(self, entry: DlqEntry) -> None:
         import pika
