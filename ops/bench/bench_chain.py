@@ -221,7 +221,7 @@ def run_chain(args: argparse.Namespace, workdir: Path, scenario: str) -> tuple[l
         for proc in (plex_proc, stash_proc):
             proc.terminate()
             proc.wait(timeout=10)
-        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq")])
+        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq", "maintenance")])
         shutil.rmtree(prom, ignore_errors=True)
     return rows, rate
 
