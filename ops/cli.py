@@ -33,13 +33,13 @@ from ops.common import (
     BadSetting,
     CliError,
     as_cli_error,
-    iso_since,
     load_cli_settings,
     parse_duration,
     setup_cli_logging,
     split_ids,
 )
 from pipeline.config import Settings, redact_url
+from pipeline.stash import iso_since
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_PYTHON = Path(sys.executable)

@@ -13,7 +13,6 @@ No message built here ever holds a secret: URLs go through `redact_url`, text th
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,12 +140,6 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
     return seconds
-
-
-def iso_since(seconds: float, now: float | None = None) -> str:
-    """The UTC time `seconds` ago, as Stash's `updated_at` filter takes it."""
-    moment = (time.time() if now is None else now) - seconds
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
 def human_age(seconds: float | None) -> str:

@@ -29,7 +29,7 @@ from pipeline.matching import Match, Matcher
 from pipeline.metadata import desired_state, plan_actors, plan_fields
 from pipeline.models import PlexItemState, StashScene
 from pipeline.plex import PlexClient
-from pipeline.stash import StashClient
+from pipeline.stash import StashClient, iso_since
 from pipeline.state import StateStore
 
 SCOPE_SECONDS: dict[str, float | None] = {"all": None, "24h": 86400.0, "7d": 7 * 86400.0}
@@ -89,10 +89,7 @@ def since_for(scope: str, now: float | None = None) -> str | None:
     if scope not in SCOPE_SECONDS:
         raise ValueError(f"scope must be one of {', '.join(SCOPE_SECONDS)}, not {scope!r}")
     seconds = SCOPE_SECONDS[scope]
-    if seconds is None:
-        return None
-    moment = (time.time() if now is None else now) - seconds
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+    return None if seconds is None else iso_since(seconds, now)
 
 
 def changed_fields(scene: StashScene, item: PlexItemState, settings: Settings, written: dict) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ GraphQL errors -> PermanentError (a query Stash cannot answer will not improve b
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,12 @@ from pipeline.models import StashScene
 
 PAGE_SIZE = 200
 IDS_PER_REQUEST = 200
+
+
+def iso_since(seconds: float, now: float | None = None) -> str:
+    """The UTC time `seconds` ago, as Stash's `updated_at` filter takes it."""
+    moment = (time.time() if now is None else now) - seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
 class StashClient:

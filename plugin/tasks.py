@@ -24,12 +24,12 @@ from ops.common import (
     CliError,
     as_cli_error,
     install_logging,
-    iso_since,
     load_cli_settings,
     parse_duration,
 )
 from pipeline.config import Settings, redact_url
 from pipeline.errors import scrub
+from pipeline.stash import iso_since
 
 LOG_PREFIX = "[stash2plex]"
 LOCAL_HOSTS = {"", "0.0.0.0", "::", "[::]"}
