@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 
 from tests.cli.conftest import CLI, plex_item_for, run_cli
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, stop_process_group, wait_for
 
 
 @pytest.fixture
@@ -30,12 +29,7 @@ def worker_command(env, tmp_path):
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
 
 
 @pytest.mark.rabbitmq

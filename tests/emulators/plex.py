@@ -824,7 +824,10 @@ def main(argv: list[str] | None = None) -> int:
         while not stopping.wait(0.05):
             if toggle.is_set():
                 toggle.clear()
-                emulator.come_up() if not emulator.is_up else emulator.go_down()
+                if emulator.is_up:
+                    emulator.go_down()
+                else:
+                    emulator.come_up()
                 print(f"plex emulator {'up' if emulator.is_up else 'down'}", flush=True)
     finally:
         emulator.stop()
