@@ -1,25 +1,30 @@
-"""dramatiq workers for stash2plex: `dramatiq actors` (or `dramatiq actors -p 2 -t 4`) starts them.
+"""The workers' entry point: `dramatiq actors` (or `dramatiq actors -p 2 -t 4`, and `periodiq actors`).
 
-Importing this package reads the settings, builds the broker and declares the four actors on it,
-in that order (an actor binds to whatever broker exists when it is declared).
+This is the ONE place that builds a runtime from the environment: `STASH2PLEX_*` variables and the
+TOML file named by `STASH2PLEX_CONFIG`, read without any network call. The settings saved in Stash
+are layered in when dramatiq boots each worker process (actors/boot.py). Everything else (the CLI,
+the Stash plugin tasks, the demo, benchmarks, tests) calls `actors.runtime.build_runtime(settings)`
+with the settings it resolved itself; importing this package only makes an unconnected broker.
 """
 
-import logging
+import dramatiq
 
-from actors.broker import prepare_prometheus_env, setup_broker
+from actors.boot import WorkerBoot
+from actors.runtime import Runtime, build_runtime
+from pipeline.config import load_settings
 
-prepare_prometheus_env()
+runtime: Runtime = build_runtime(load_settings())
+runtime.broker.add_middleware(WorkerBoot(runtime))
+broker = runtime.broker
+dramatiq.set_broker(broker)
 
-from actors import runtime  # noqa: E402
-from pipeline.logs import setup_logging  # noqa: E402
+fetch_scene = runtime.stage_actors["fetch"]
+match_plex = runtime.stage_actors["match"]
+push_metadata = runtime.stage_actors["push"]
+sync_performers = runtime.stage_actors["performers"]
+rebuild_path_index = runtime.maintenance_actors["rebuild_path_index"]
+reconcile_library = runtime.maintenance_actors["reconcile_library"]
+flush_hook_spool = runtime.maintenance_actors["flush_hook_spool"]
 
-_settings = runtime.settings()
-if not logging.getLogger("stash2plex").handlers:  # a CLI or plugin task that set up logging keeps its own
-    setup_logging("DEBUG" if _settings.debug_logging else _settings.log_level, obfuscate_paths=_settings.obfuscate_paths)
-broker = setup_broker(_settings)
-
-from actors.stages import fetch_scene, match_plex, push_metadata, sync_performers  # noqa: E402
-from actors.schedules import flush_hook_spool, rebuild_path_index, reconcile_library  # noqa: E402
-
-__all__ = ["broker", "fetch_scene", "match_plex", "push_metadata", "sync_performers",
+__all__ = ["broker", "runtime", "fetch_scene", "match_plex", "push_metadata", "sync_performers",
            "rebuild_path_index", "reconcile_library", "flush_hook_spool"]

@@ -1,10 +1,20 @@
-"""The dramatiq broker, built from settings before any actor is declared.
+"""The dramatiq broker of a runtime, with its middleware, built from settings before any actor is declared.
 
-RabbitMQ with publisher confirms (a message the broker did not confirm is not "sent"), queues named
-`<queue_prefix>.<actor>`, late acks (dramatiq acks after the actor returns, so a killed worker's
-message is redelivered), and middleware: age and time limits, callbacks/pipelines, retries (only
-for infrastructure failures: the actors apply the error-class policy themselves), current message,
-and the Prometheus exporter. `stub://` gives dramatiq's in-process broker (demo without RabbitMQ).
+RabbitMQ with publisher confirms (a message the broker did not confirm is not "sent"), late acks
+(dramatiq acks after the actor returns, so a killed worker's message is redelivered), queues named
+`<queue_prefix>.<actor>` (pipeline/broker_address.py). `stub://` gives dramatiq's in-process broker
+(the demo without RabbitMQ).
+
+Middleware, in order (dramatiq runs `before_*` hooks in this order and `after_*` hooks reversed):
+
+    AgeLimit, TimeLimit (10 min), ShutdownNotifications, Callbacks, Pipelines   dramatiq's own
+    CurrentMessage                                   the hook's publish time, for the latency metric
+    Prometheus                                       dramatiq_* series (RabbitMQ only)
+    RetryPolicy                                      ours, added by `build_runtime`: THE retry/defer/DLQ decision
+    PeriodiqMiddleware                               schedules (actors/schedules.py, `periodiq actors`)
+
+dramatiq's own `Retries` is left out on purpose: `RetryPolicy` replaces it, so a failure is never
+retried twice over.
 """
 
 from __future__ import annotations
@@ -14,16 +24,18 @@ import tempfile
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage, Retries
-from periodiq import PeriodiqMiddleware
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    ShutdownNotifications,
+    TimeLimit,
+)
 
-from actors.middleware import DeadLetterGuard
 from pipeline.config import Settings
 
-# Retries for failures the policy cannot see (RabbitMQ unreachable while forwarding, a time limit).
-INFRA_MAX_RETRIES = 20
-INFRA_MIN_BACKOFF_MS = 1_000
-INFRA_MAX_BACKOFF_MS = 300_000
 PROMETHEUS_DB_DEFAULT = os.path.join(tempfile.gettempdir(), "dramatiq-prometheus")
 
 
@@ -40,29 +52,20 @@ def prepare_prometheus_env() -> None:
     os.environ.setdefault("prometheus_multiproc_dir", path)
 
 
+def base_middleware() -> list[Middleware]:
+    return [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), CurrentMessage()]
+
+
 def build_broker(settings: Settings) -> dramatiq.Broker:
-    if settings.broker_url.startswith("stub://"):
-        broker: dramatiq.Broker = StubBroker()
-    else:
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    """The broker alone (no actors yet); `actors.runtime.build_runtime` adds our middleware and the actors."""
+    if settings.uses_stub_broker:
+        return StubBroker(middleware=base_middleware())
+    prepare_prometheus_env()
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-        broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
-        os.environ.setdefault("dramatiq_prom_port", str(settings.metrics_port))  # read when the module loads
-        from dramatiq.middleware.prometheus import Prometheus
+    broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True, middleware=base_middleware())
+    os.environ.setdefault("dramatiq_prom_port", str(settings.metrics_port))  # read when the module loads
+    from dramatiq.middleware.prometheus import Prometheus
 
-        broker.add_middleware(Prometheus())
-    for middleware in broker.middleware:
-        if isinstance(middleware, Retries):
-            middleware.max_retries = INFRA_MAX_RETRIES
-            middleware.min_backoff = INFRA_MIN_BACKOFF_MS
-            middleware.max_backoff = INFRA_MAX_BACKOFF_MS
-    broker.add_middleware(DeadLetterGuard(), before=Retries)  # its after-hook then runs after Retries decided
-    broker.add_middleware(CurrentMessage())
-    broker.add_middleware(PeriodiqMiddleware(skip_delay=60))  # schedules: actors/schedules.py, `periodiq actors`
-    return broker
-
-
-def setup_broker(settings: Settings) -> dramatiq.Broker:
-    broker = build_broker(settings)
-    dramatiq.set_broker(broker)
+    broker.add_middleware(Prometheus())
     return broker

@@ -1,142 +1,81 @@
-"""The four actors, each on its own queue `<prefix>.<actor>`. Thin: the work is in `pipeline.sync`.
+"""The four stage actors, each on its own queue `<prefix>.<actor>` (pipeline/stages.py). Thin:
 
-    fetch_scene(scene_id, event)   hook/CLI entry; `scene_id` may also be a list (bulk syncs batch them)
+    fetch_scene(scene_id, event)   hook entry (`scene_id` may be a list); bulk work sends `jobs=[...]`
     match_plex(jobs)               path index -> ratingKey
-    push_metadata(jobs)            current Plex state, field diff, poster upload
+    push_metadata(jobs)            current Plex state (batched), field diff, poster upload
     sync_performers(jobs)          actors, then the scene's one edit request
 
-Jobs that go on are forwarded as ONE message to the next actor. Failures are decided per job by
-`pipeline.policy`: retried or deferred as a fresh delayed message to the actor of the failing stage
-(deferrals do not spend the retry budget), or written to the DLQ. The actors never raise for a
-classified failure, so nothing lands in dramatiq's `.XQ` queues; a failure to publish (RabbitMQ
-gone) does raise, and the message is redelivered (late acks) — the steps are idempotent.
+Each runs its step of `pipeline.sync` on the batch, forwards the jobs that go on as ONE message to
+the next stage, records the finished ones, and raises `JobsFailed` for the rest: what happens to
+those is decided by the `RetryPolicy` middleware alone (actors/retry.py).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
-from pydantic import ValidationError
 from dramatiq.middleware import CurrentMessage
 
-from actors import metrics, runtime
-from actors.dlq import STAGE_ACTORS, DlqEntry
-from pipeline.errors import SyncError
-from pipeline.logs import log_event
+from actors.retry import JobsFailed
 from pipeline.models import Job
-from pipeline.policy import Action, decide
-from pipeline.sync import StageResult
+from pipeline.stages import FETCH, MATCH, PERFORMERS, PUSH, STAGES, Stage
 
-logger = logging.getLogger("stash2plex.actors")
-settings = runtime.settings()
-NEXT_STAGE = {"fetch": "match", "match": "push", "push": "performers", "performers": None}
+if TYPE_CHECKING:
+    from actors.runtime import Actor, Runtime
+
+# dramatiq's options for every stage actor: a message may take 10 min; JobsFailed is expected (no traceback).
+STAGE_OPTIONS: dict[str, Any] = {"time_limit": 10 * 60 * 1000, "throws": (JobsFailed,)}
 
 
-def _origin_ts() -> float:
+def hook_jobs(scene_id: Any, event: str) -> list[dict[str, Any]]:
+    """The jobs of a hook message `fetch_scene(scene_id, event)` (a bulk edit's lead run sends a list)."""
     message = CurrentMessage.get_current_message()
-    return message.message_timestamp / 1000 if message is not None else time.time()
+    origin = message.message_timestamp / 1000 if message is not None else time.time()
+    ids = scene_id if isinstance(scene_id, list) else [scene_id]
+    return [{"scene_id": str(i), "event": event, "origin_ts": origin} for i in ids if i not in (None, "", 0, "0")]
 
 
-def _dump(jobs: list[Job]) -> list[dict[str, Any]]:
-    return [job.model_dump(mode="json", exclude_defaults=True) for job in jobs]
+def run_stage(runtime: Runtime, stage: Stage, raw_jobs: list[dict[str, Any]]) -> None:
+    """One stage on one message's jobs (see the module docstring)."""
+    from actors import metrics
 
-
-def send_jobs(stage: str, jobs: list[Job], delay_seconds: float = 0.0) -> None:
-    actor = ACTORS[stage]
-    if delay_seconds > 0:
-        actor.send_with_options(kwargs={"jobs": _dump(jobs)}, delay=int(delay_seconds * 1000))
-    else:
-        actor.send_with_options(kwargs={"jobs": _dump(jobs)})
-
-
-def run_stage(stage: str, jobs: list[Job]) -> StageResult:
-    engine = runtime.engine()
+    jobs = [Job.model_validate(item) for item in raw_jobs]
     started = time.perf_counter()
-    result: StageResult = getattr(engine, stage)(jobs)
-    following = NEXT_STAGE[stage]
-    if following and result.forward:
-        send_jobs(following, result.forward)
-    engine.record(result.done)
-    for job, outcome, _detail in result.done:
-        metrics.SCENES.labels(outcome.value).inc()
-        if outcome.value == "updated":
-            metrics.SYNC_LATENCY.observe(max(0.0, time.time() - job.origin_ts))
-    _handle_failures(result.failed)
-    metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
-    return result
+    result = runtime.engine().step(stage.name)(jobs)
+    if stage.next_name and result.forward:
+        runtime.send(stage.next_name, result.forward)
+    runtime.record_outcomes(result.done)
+    metrics.STAGE_SECONDS.labels(stage.name).observe(time.perf_counter() - started)
+    if result.failed:
+        raise JobsFailed(result.failed)
 
 
-def _handle_failures(failed: list[tuple[Job, SyncError]]) -> None:
-    """Apply the policy per job; send the retries of one stage as one message with the longest delay."""
-    later: dict[tuple[str, Action], list[tuple[Job, float]]] = defaultdict(list)
-    for job, error in failed:
-        stage = error.stage or "fetch"
-        decision = decide(job, error, settings)
-        metrics.FAILURES.labels(error.error_class.value, decision.action.value, stage).inc()
-        log_event(logger, decision.action.value, level=logging.WARNING, scene_id=job.scene_id, stage=stage,
-                  error_class=error.error_class.value, error=str(error), attempts=job.attempts,
-                  deferrals=job.deferrals, delay_s=round(decision.delay_seconds, 1) if decision.delay_seconds else None)
-        if decision.action == Action.DEAD_LETTER:
-            dead_letter(job, stage, error, decision.reason)
-        else:
-            later[(stage, decision.action)].append((job, decision.delay_seconds))
-    for (stage, _action), entries in later.items():
-        send_jobs(stage, [job for job, _ in entries], max(delay for _, delay in entries))
+def declare_stage_actors(runtime: Runtime) -> dict[str, Actor]:
+    """Declare the four actors on the runtime's broker; returns them by stage name."""
 
+    def fetch_scene(scene_id: str | int | list[str | int] | None = None, event: str = "Scene.Update.Post",
+                    jobs: list[dict[str, Any]] | None = None) -> None:
+        """Read scenes from Stash (one request for the batch) and build their desired Plex state."""
+        run_stage(runtime, FETCH, jobs if jobs is not None else hook_jobs(scene_id, event))
 
-def dead_letter(job: Job, stage: str, error: SyncError, reason: str) -> None:
-    entry = DlqEntry(
-        scene_id=job.scene_id, stage=stage, actor=STAGE_ACTORS[stage], error_class=error.error_class.value,
-        message=str(error), reason=reason, attempts=job.attempts, deferrals=job.deferrals,
-        first_failure=job.first_failure, last_failure=job.last_failure, job=job.model_dump(mode="json"),
-    )
-    runtime.dlq().publish(entry)
-    runtime.engine().store.record_outcomes([(job.scene_id, "dead_letter", f"{entry.error_class}: {entry.message}")])
-    metrics.DEAD_LETTERS.labels(entry.error_class).inc()
-    metrics.SCENES.labels("dead_letter").inc()
+    def match_plex(jobs: list[dict[str, Any]]) -> None:
+        """Find each scene's Plex item through the path index."""
+        run_stage(runtime, MATCH, jobs)
 
+    def push_metadata(jobs: list[dict[str, Any]]) -> None:
+        """Read the items' full state (batched), diff the fields, upload changed posters."""
+        run_stage(runtime, PUSH, jobs)
 
-def _jobs(raw: list[dict[str, Any]]) -> list[Job]:
-    return [Job.model_validate(item) for item in raw]
+    def sync_performers(jobs: list[dict[str, Any]]) -> None:
+        """Diff the actors and send each scene's single edit request."""
+        run_stage(runtime, PERFORMERS, jobs)
 
-
-# dramatiq's own retries are for infrastructure failures only; a malformed message cannot get better.
-ACTOR_OPTIONS: dict[str, Any] = {"max_retries": 20, "time_limit": 10 * 60 * 1000, "throws": (ValidationError,)}
-
-
-@dramatiq.actor(actor_name="fetch_scene", queue_name=settings.queue_name("fetch_scene"), **ACTOR_OPTIONS)
-def fetch_scene(scene_id: str | int | list[str | int] | None = None, event: str = "Scene.Update.Post",
-                jobs: list[dict[str, Any]] | None = None) -> None:
-    """Read scenes from Stash (one request for the whole batch) and build their desired Plex state."""
-    if jobs is None:
-        ids = scene_id if isinstance(scene_id, list) else [scene_id]
-        origin = _origin_ts()
-        jobs = [{"scene_id": str(i), "event": event, "origin_ts": origin} for i in ids if i not in (None, "", 0, "0")]
-    run_stage("fetch", _jobs(jobs))
-
-
-@dramatiq.actor(actor_name="match_plex", queue_name=settings.queue_name("match_plex"), **ACTOR_OPTIONS)
-def match_plex(jobs: list[dict[str, Any]]) -> None:
-    """Find each scene's Plex item through the path index."""
-    run_stage("match", _jobs(jobs))
-
-
-@dramatiq.actor(actor_name="push_metadata", queue_name=settings.queue_name("push_metadata"), **ACTOR_OPTIONS)
-def push_metadata(jobs: list[dict[str, Any]]) -> None:
-    """Read the items' full state (batched), diff the fields, upload changed posters."""
-    run_stage("push", _jobs(jobs))
-
-
-@dramatiq.actor(actor_name="sync_performers", queue_name=settings.queue_name("sync_performers"), **ACTOR_OPTIONS)
-def sync_performers(jobs: list[dict[str, Any]]) -> None:
-    """Diff the actors and send each scene's single edit request."""
-    run_stage("performers", _jobs(jobs))
-
-
-ACTORS: dict[str, dramatiq.Actor[..., None]] = {
-    "fetch": fetch_scene, "match": match_plex, "push": push_metadata, "performers": sync_performers,
-}
+    functions: dict[str, Callable[..., None]] = {"fetch": fetch_scene, "match": match_plex, "push": push_metadata, "performers": sync_performers}
+    return {
+        stage.name: dramatiq.actor(broker=runtime.broker, actor_name=stage.actor_name,
+                                   queue_name=stage.queue(runtime.settings.queue_prefix), **STAGE_OPTIONS)(functions[stage.name])
+        for stage in STAGES
+    }

@@ -38,7 +38,8 @@ from ops.common import (
     setup_cli_logging,
     split_ids,
 )
-from pipeline.config import Settings, redact_url
+from pipeline.config import Settings
+from pipeline.broker_address import redact_url
 from pipeline.stash import iso_since
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,9 +68,13 @@ class AppState:
     json_output: bool = False
     log_json: bool = False
 
-    def settings(self, **overrides: Any) -> Settings:
-        """The settings as the workers see them; debug_logging and obfuscate_paths apply to the CLI's logs too."""
-        settings = load_cli_settings(self.config_file, **overrides)
+    def settings(self, *, with_stash: bool = True, **overrides: Any) -> Settings:
+        """The settings as the workers see them; debug_logging and obfuscate_paths apply to the CLI's logs too.
+
+        `with_stash=False` for commands that need only RabbitMQ and the state file (status, dlq list/show/purge):
+        they never wait on Stash, and read the environment and the TOML file only.
+        """
+        settings = load_cli_settings(self.config_file, with_stash=with_stash, **overrides)
         setup_cli_logging(level="DEBUG" if settings.debug_logging else None, obfuscate_paths=settings.obfuscate_paths)
         return settings
 
@@ -187,10 +192,10 @@ def _sync_inline(state: AppState, settings: Settings, ids: list[str], since: str
 
 
 def _sync_enqueue(state: AppState, settings: Settings, ids: list[str], since: str | None, wait: bool, timeout: float) -> None:
-    from ops.broker import check_broker, is_stub
+    from ops.broker import check_broker
     from ops.sync import enqueue, known_scene_ids, list_scene_ids
 
-    if is_stub(settings):
+    if settings.uses_stub_broker:
         raise BadSetting("broker_url: stub:// runs the actors only inside the demo; use --inline, or set broker_url to RabbitMQ")
     check_broker(settings)
     asked_for_ids = bool(ids)
@@ -247,7 +252,7 @@ def status(
     from ops.status import gather_status
 
     state = state_of(ctx)
-    settings = state.settings()
+    settings = state.settings(with_stash=False)
     data = gather_status(settings)
     if json_output or state.json_output:
         render.print_json(data)
@@ -257,7 +262,7 @@ def status(
                 render.out.print(part, markup=False, soft_wrap=True)
             else:
                 render.out.print(part)
-    if not data["broker"]["reachable"] and not settings.broker_url.startswith("stub://"):
+    if not data["broker"]["reachable"] and not settings.uses_stub_broker:
         raise typer.Exit(EXIT_UNREACHABLE)
 
 
@@ -276,7 +281,7 @@ def dlq_list(
     from ops.dlq import list_entries, summary
 
     state = state_of(ctx)
-    entries, total = list_entries(state.settings(), limit=limit, error_class=error_class)
+    entries, total = list_entries(state.settings(with_stash=False), limit=limit, error_class=error_class)
     shown = [summary(e) for e in entries]
     if json_output or state.json_output:
         render.print_json({"total": total, "count": len(shown), "entries": shown})
@@ -298,7 +303,7 @@ def dlq_show(
     from ops.dlq import find_entry, summary
 
     state = state_of(ctx)
-    entry = find_entry(state.settings(), entry_id)
+    entry = find_entry(state.settings(with_stash=False), entry_id)
     if json_output or state.json_output:
         render.print_json({**summary(entry), "job": entry.job})
         return
@@ -353,7 +358,7 @@ def dlq_purge(
             seconds = parse_duration(older_than)
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--older-than") from None
-    settings = state_of(ctx).settings()
+    settings = state_of(ctx).settings(with_stash=False)
     if not yes:
         count = count_purgeable(settings, seconds)
         if count == 0:
@@ -389,13 +394,13 @@ def reconcile(
 
     Categories: not in Plex, ambiguous, differs (which fields), in sync. Writes nothing to Plex itself.
     """
-    from ops.broker import check_broker, is_stub
+    from ops.broker import check_broker
     from ops.sync import reconcile as run_reconcile
 
     state = state_of(ctx)
     settings = state.settings()
     if not dry_run:
-        if is_stub(settings):
+        if settings.uses_stub_broker:
             raise BadSetting("broker_url: stub:// cannot queue work outside the demo; use --dry-run or set broker_url")
         check_broker(settings)
     as_json = json_output or state.json_output
@@ -526,19 +531,20 @@ def worker(
     threads: Annotated[int | None, typer.Option(
         "--threads", "-t", min=1, help="Threads per process (dramatiq's default: 8).")] = None,
 ) -> None:
-    """Run the workers: `dramatiq actors` with these settings (after clearing the Prometheus multiprocess dir)."""
-    from ops.broker import bind_actors, check_broker, is_stub
+    """Run the workers: `dramatiq actors` with these settings (after clearing the Prometheus multiprocess dir).
+
+    The workers read the environment (and --config, passed on as STASH2PLEX_CONFIG) themselves.
+    """
+    from actors.broker import prometheus_db
+    from ops.broker import check_broker
 
     state = state_of(ctx)
     settings = state.settings()
-    if is_stub(settings):
+    if settings.uses_stub_broker:
         raise BadSetting("broker_url: the workers need RabbitMQ; stub:// is only for `stash2plex demo`")
     check_broker(settings)
     if state.config_file is not None:
         os.environ["STASH2PLEX_CONFIG"] = str(state.config_file.resolve())
-    bind_actors(settings)
-    from actors.broker import prometheus_db
-
     metrics_dir = prometheus_db()
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)

@@ -13,7 +13,7 @@ No message built here ever holds a secret: URLs go through `redact_url`, text th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,13 +88,6 @@ def as_cli_error(exc: BaseException) -> CliError | None:
 
 
 _logging_choice: dict[str, Any] = {"json_lines": False, "level": "WARNING", "obfuscate_paths": False}
-_logging_installer: list[Callable[[], None]] = []
-
-
-def install_logging(installer: Callable[[], None]) -> None:
-    """Set up logging with `installer` now, and again whenever something resets it (see `reapply_logging`)."""
-    _logging_installer[:] = [installer]
-    installer()
 
 
 def setup_cli_logging(*, json_lines: bool | None = None, level: str | None = None,
@@ -105,14 +98,8 @@ def setup_cli_logging(*, json_lines: bool | None = None, level: str | None = Non
     for key, value in (("json_lines", json_lines), ("level", level), ("obfuscate_paths", obfuscate_paths)):
         if value is not None:
             _logging_choice[key] = value
-    install_logging(lambda: setup_logging(_logging_choice["level"], json_lines=_logging_choice["json_lines"],
-                                          obfuscate_paths=_logging_choice["obfuscate_paths"]))
-
-
-def reapply_logging() -> None:
-    """Put the caller's logging back (importing `actors` replaces it with the workers' text format)."""
-    for installer in _logging_installer:
-        installer()
+    setup_logging(_logging_choice["level"], json_lines=_logging_choice["json_lines"],
+                  obfuscate_paths=_logging_choice["obfuscate_paths"])
 
 
 def load_cli_settings(config_file: Path | None = None, *, with_stash: bool = True, **overrides: Any) -> Settings:

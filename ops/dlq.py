@@ -1,8 +1,9 @@
 """`stash2plex dlq`: list, show, replay and purge dead-lettered scenes (the `<prefix>.dlq` RabbitMQ queue).
 
-Built on `actors.dlq` (reads are non-destructive; removal acks only what it takes). A replay re-sends
-the entry's job to the actor of the stage that failed, with its attempts and deferrals reset, through
-`actors.stages.send_jobs`; the entry is acked away only after that send succeeded.
+Built on `pipeline.dlq` (reads are non-destructive; removal acks only what it takes). Listing, showing
+and purging need RabbitMQ only (never Stash, never a dramatiq runtime). A replay re-sends the entry's
+job to the stage it restarts at, with its attempts and deferrals reset, through a runtime of these
+settings; the entry is acked away only after that send succeeded.
 """
 
 from __future__ import annotations
@@ -11,24 +12,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ops.broker import bind_actors, check_broker, is_stub, unreachable_broker
+from ops.broker import broker_failure, check_broker, open_runtime
 from ops.common import BadSetting, CliError
 from pipeline.config import Settings
-from pipeline.models import Job
+from pipeline.dlq import DeadLetterQueue, DlqEntry, make_dlq
+from pipeline.errors import BrokerRefused, BrokerUnreachable
+from pipeline.stages import stage_named
 
 SUMMARY_KEYS = ("id", "scene_id", "stage", "actor", "error_class", "message", "reason", "attempts", "deferrals",
                 "first_failure", "last_failure", "dead_lettered_at")
 
 
-def open_dlq(settings: Settings) -> Any:
+def open_dlq(settings: Settings) -> DeadLetterQueue:
     """The RabbitMQ DLQ of `settings`; refuses the in-process broker (its DLQ lives in another process)."""
-    if is_stub(settings):
+    if settings.uses_stub_broker:
         raise BadSetting("broker_url: stub:// keeps its DLQ in the memory of the process that ran it; "
                          "set broker_url to your RabbitMQ")
     check_broker(settings)
-    bind_actors(settings)
-    from actors.dlq import make_dlq
-
     return make_dlq(settings)
 
 
@@ -38,8 +38,10 @@ def _guard(settings: Settings, work: Callable[[], Any]) -> Any:
 
     try:
         return work()
+    except (BrokerUnreachable, BrokerRefused) as error:
+        raise broker_failure(settings, error) from None
     except (pika.exceptions.AMQPConnectionError, OSError) as exc:
-        raise unreachable_broker(settings, type(exc).__name__) from None
+        raise broker_failure(settings, BrokerUnreachable(f"lost the connection to RabbitMQ ({type(exc).__name__})")) from None
 
 
 def summary(entry: Any, now: float | None = None) -> dict[str, Any]:
@@ -69,43 +71,26 @@ def find_entry(settings: Settings, entry_id: str) -> Any:
     raise CliError(f"{len(prefixed)} DLQ entries have ids starting with {entry_id!r}", fix="give more of the id")
 
 
-def fresh_job(entry: Any) -> Job:
-    """The entry's job with its failure history cleared (a replay starts a fresh retry budget)."""
-    job = Job.model_validate(entry.job)
-    job.attempts = 0
-    job.deferrals = 0
-    job.first_failure = None
-    job.last_failure = None
-    job.last_error = None
-    job.error_class = None
-    return job
-
-
 def replay(settings: Settings, *, ids: list[str] | None = None, error_class: str | None = None,
-           everything: bool = False) -> list[Any]:
-    """Re-send the chosen entries to their stage actors, then remove them; returns the replayed entries."""
+           everything: bool = False) -> list[DlqEntry]:
+    """Re-send the chosen entries to the stage they restart at, then remove them; returns the replayed entries."""
     if not (everything or ids or error_class):
         raise CliError("say which entries to replay: --all, entry ids, or --error-class", exit_code=2)
     wanted = set(ids or [])
     dlq = open_dlq(settings)
-    from actors.stages import send_jobs
 
-    def chosen(entry: Any) -> bool:
+    def chosen(entry: DlqEntry) -> bool:
         if everything:
             return True
         if wanted and entry.id not in wanted:
             return False
         return error_class is None or entry.error_class == error_class
 
-    def resend(entry: Any) -> None:
-        send_jobs(entry.stage, [fresh_job(entry)])
+    with open_runtime(settings) as runtime:
+        def resend(entry: DlqEntry) -> None:
+            runtime.send(stage_named(entry.stage).retry_at, [entry.replay_job()])
 
-    import dramatiq.errors
-
-    try:
         return _guard(settings, lambda: dlq.remove(chosen, resend))
-    except dramatiq.errors.BrokerError as exc:
-        raise unreachable_broker(settings, type(exc).__name__) from None
 
 
 def purge(settings: Settings, *, older_than_seconds: float | None = None, now: float | None = None) -> list[Any]:

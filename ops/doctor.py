@@ -1,23 +1,25 @@
 """`stash2plex doctor`: check everything the sync depends on, and say how to fix what fails.
 
-Checks, in order (a check whose prerequisite failed is skipped): the settings, RabbitMQ (connect,
-and whether its management API answers), Stash (auth and version), Plex (auth: machineIdentifier
-and version; the library sections to sync), and how many of a sample of Stash files resolve to a
-Plex item under the current `path_map`.
+Checks, in order (a check whose prerequisite failed is skipped): the settings (environment and TOML
+file), RabbitMQ (connect, and whether its management API answers: never waits on Stash), Stash
+(auth and version; then the plugin settings saved there are layered in), Plex (auth:
+machineIdentifier and version; the library sections to sync), and how many of a sample of Stash
+files resolve to a Plex item under the current `path_map`.
 """
 
 from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ops.broker import check_broker, is_stub
+from ops.broker import check_broker
 from ops.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, load_cli_settings
 from ops.status import management_depths
-from pipeline.config import ConfigError, Settings, redact_url
+from pipeline.config import ConfigError, Settings, env_name
+from pipeline.broker_address import redact_url
 from pipeline.errors import AmbiguousMatch, AuthError, NoFiles, NotInPlexYet, SyncError
 from pipeline.matching import Matcher, PathIndex, map_path
 from pipeline.plex import PlexClient
@@ -43,6 +45,8 @@ class Context:
     """What the checks learn on the way (settings, clients), so later checks can build on it."""
 
     settings: Settings | None = None
+    config_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
     plex: PlexClient | None = None
     stash_ok: bool = False
     plex_ok: bool = False
@@ -58,18 +62,18 @@ def exit_code(checks: list[Check]) -> int:
 # --- the checks -------------------------------------------------------------------------------------
 def check_settings(ctx: Context, config_file: Path | None, overrides: dict[str, Any]) -> list[Check]:
     try:
-        ctx.settings = load_cli_settings(config_file, **overrides)
+        ctx.settings = load_cli_settings(config_file, with_stash=False, **overrides)
     except ConfigError as error:
         key = str(error).split(":", 1)[0]
         return [Check("settings", FAIL, str(error), f"fix {key}: see `stash2plex --help` and the README's settings table")]
-    source = f"config file {config_file}" if config_file else "environment and Stash plugin settings"
+    source = f"config file {config_file}" if config_file else "environment"
     return [Check("settings", OK, f"valid ({source})")]
 
 
 def check_rabbitmq(ctx: Context) -> list[Check]:
     settings = ctx.settings
     assert settings is not None
-    if is_stub(settings):
+    if settings.uses_stub_broker:
         return [Check("rabbitmq", WARN, "broker_url is stub:// (in-process broker): only the demo can use it",
                       "set broker_url to your RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/")]
     try:
@@ -99,7 +103,14 @@ def check_stash(ctx: Context) -> list[Check]:
     except SyncError as error:
         return [Check("stash", FAIL, str(error), f"check stash_url ({where}) and that Stash runs and is reachable from here")]
     ctx.stash_ok = True
-    return [Check("stash", OK, f"Stash {version} at {where}, credentials accepted")]
+    found = [Check("stash", OK, f"Stash {version} at {where}, credentials accepted")]
+    try:
+        ctx.settings = load_cli_settings(ctx.config_file, **ctx.overrides)  # with the plugin settings saved in Stash
+    except ConfigError as error:
+        key = str(error).split(":", 1)[0]
+        found.append(Check("stash plugin settings", FAIL, str(error),
+                           f"fix {key} on Stash's plugin settings page, or override it with {env_name(key)}"))
+    return found
 
 
 def check_plex(ctx: Context) -> list[Check]:
@@ -197,7 +208,7 @@ def _path_verdict(tally: dict[str, int], total: int, sample: list[tuple[str, lis
 def run_checks(config_file: Path | None = None, overrides: dict[str, Any] | None = None,
                on_check: Callable[[Check], None] | None = None, sample_size: int = SAMPLE_SIZE) -> list[Check]:
     """Every check in order; `on_check` sees each as it finishes."""
-    ctx = Context()
+    ctx = Context(config_file=config_file, overrides=overrides or {})
     checks: list[Check] = []
 
     def record(found: list[Check]) -> None:

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
-from ops.broker import (
-    amqp_connection,
-    broker_credentials,
-    is_stub,
-    passive_declare,
-    queue_names,
-)
+from ops.broker import broker_failure
 from ops.common import CliError
-from pipeline.config import Settings, redact_url
+from pipeline import rabbit
+from pipeline.broker_address import parse_broker_url
+from pipeline.config import Settings
+from pipeline.broker_address import redact_url
+from pipeline.errors import BrokerRefused, BrokerUnreachable
+from pipeline.stages import queue_roles
 from pipeline.state import StateStore
 
 MANAGEMENT_TIMEOUT_SECONDS = 3.0
@@ -66,10 +67,21 @@ class Depths:
         return all((q.ready or 0) == 0 and (q.unacked or 0) == 0 for q in work)
 
 
+@contextmanager
+def _admin(settings: Settings) -> Iterator[Any]:
+    """A short pika connection (pipeline.rabbit); broker errors become CLI errors."""
+    try:
+        with rabbit.connection(settings) as opened:
+            yield opened
+    except (BrokerUnreachable, BrokerRefused) as error:
+        raise broker_failure(settings, error) from None
+
+
 # --- depths -----------------------------------------------------------------------------------------
 def management_depths(settings: Settings) -> tuple[list[QueueDepth] | None, str]:
     """(counts from the management API, "") or (None, why not) when it is unreachable or refuses us."""
-    user, password, vhost = broker_credentials(settings)
+    address = parse_broker_url(settings.broker_url)
+    user, password, vhost = address.username, address.password, address.vhost
     base = settings.broker_management_url.rstrip("/")
     where = redact_url(base)
     try:
@@ -88,7 +100,7 @@ def management_depths(settings: Settings) -> tuple[list[QueueDepth] | None, str]
     except (ValueError, KeyError, TypeError):
         return None, f"the management API at {where} sent something that is not a queue list"
     depths = []
-    for name, role in queue_names(settings):
+    for name, role in queue_roles(settings.queue_prefix):
         found = listed.get(name)
         depths.append(QueueDepth(name, role, int(found.get("messages_ready") or 0) if found else 0,
                                  int(found.get("messages_unacknowledged") or 0) if found else 0,
@@ -99,9 +111,9 @@ def management_depths(settings: Settings) -> tuple[list[QueueDepth] | None, str]
 def amqp_depths(settings: Settings) -> list[QueueDepth]:
     """Ready counts and consumers by passive declare (a missing queue is reported as empty)."""
     depths = []
-    with amqp_connection(settings) as connection:
-        for name, role in queue_names(settings):
-            method = passive_declare(connection, name)
+    with _admin(settings) as connection:
+        for name, role in queue_roles(settings.queue_prefix):
+            method = rabbit.passive_declare(connection, name)
             if method is None:
                 depths.append(QueueDepth(name, role, 0, None, 0, False))
             else:
@@ -111,7 +123,7 @@ def amqp_depths(settings: Settings) -> list[QueueDepth]:
 
 def queue_depths(settings: Settings) -> Depths:
     """Management API first, AMQP second; an unreachable broker gives `source=None` and the reason."""
-    if is_stub(settings):
+    if settings.uses_stub_broker:
         return Depths(None, [], "broker_url is stub:// (the in-process broker has no queues to inspect)")
     found, why_not = management_depths(settings)
     try:
@@ -128,21 +140,16 @@ def queue_depths(settings: Settings) -> Depths:
 # --- the DLQ's oldest entry -------------------------------------------------------------------------
 def peek_oldest_dlq(settings: Settings) -> dict[str, Any] | None:
     """The DLQ's first entry, read without removing it (it goes back when the channel closes)."""
-    import pika.exceptions
-
-    with amqp_connection(settings) as connection:
-        channel = connection.channel()
-        try:
-            channel.queue_declare(settings.dlq_name, passive=True)
-        except pika.exceptions.ChannelClosedByBroker:
-            return None
-        method, _properties, body = channel.basic_get(settings.dlq_name, auto_ack=False)
-        if method is None:
-            return None
-        try:
-            entry = json.loads(body)
-        except ValueError:
-            return None
+    try:
+        body = rabbit.peek_first(settings, settings.dlq_name)
+    except (BrokerUnreachable, BrokerRefused) as error:
+        raise broker_failure(settings, error) from None
+    if body is None:
+        return None
+    try:
+        entry = json.loads(body)
+    except ValueError:
+        return None
     if not isinstance(entry, dict):
         return None
     keys = ("id", "scene_id", "stage", "error_class", "message", "dead_lettered_at")

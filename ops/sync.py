@@ -13,14 +13,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ops.broker import send_scene_batches
+from ops.broker import open_runtime, send_scene_batches
 from pipeline.config import Settings
 from pipeline.inline import RunSummary, run_inline
 from pipeline.reconcile import Reconciler, ReconcileReport
+from pipeline.stages import FETCH
 from pipeline.stash import StashClient
 from pipeline.state import StateStore
 from pipeline.sync import SyncEngine
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
 
 ProgressCallback = Callable[[int, int], None]
 IdleProbe = Callable[[], bool | None]
@@ -96,10 +101,14 @@ def known_scene_ids(settings: Settings, scene_ids: list[str]) -> tuple[list[str]
 
 # --- enqueue and follow -------------------------------------------------------------------------------
 def enqueue(settings: Settings, scene_ids: list[str], *, dry_run: bool = False, event: str = "cli",
-            on_progress: ProgressCallback | None = None) -> Enqueued:
-    """Send the scenes as `fetch_scene` batches of `batch_size` jobs."""
-    messages = send_scene_batches(settings, scene_ids, dry_run=dry_run, event=event, on_progress=on_progress)
-    return Enqueued(scene_ids=scene_ids, messages=messages, queue=settings.queue_name("fetch_scene"))
+            on_progress: ProgressCallback | None = None, runtime: Runtime | None = None) -> Enqueued:
+    """Send the scenes as `fetch_scene` batches of `batch_size` jobs, through `runtime` (the demo's)
+    or a runtime of these settings made for the purpose."""
+    if runtime is None:
+        with open_runtime(settings) as made:
+            return enqueue(settings, scene_ids, dry_run=dry_run, event=event, on_progress=on_progress, runtime=made)
+    messages = send_scene_batches(runtime, scene_ids, dry_run=dry_run, event=event, on_progress=on_progress)
+    return Enqueued(scene_ids=scene_ids, messages=messages, queue=FETCH.queue(settings.queue_prefix))
 
 
 def read_outcomes(data_dir: Path, since: float) -> dict[str, tuple[str, str]]:

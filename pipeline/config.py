@@ -8,12 +8,21 @@ A bad value fails at start with one line naming the key (`ConfigError`).
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from pipeline.broker_address import (
+    DEFAULT_BROKER_URL,
+    BrokerUrlError,
+    check_queue_prefix,
+    dlq_name,
+    is_stub,
+    parse_broker_url,
+    queue_name,
+    url_password,
+)
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -25,7 +34,6 @@ from pydantic_settings import (
 ENV_PREFIX = "STASH2PLEX_"
 CONFIG_FILE_ENV = "STASH2PLEX_CONFIG"
 PLUGIN_ID = "stash2plex"
-QUEUE_NAME_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9._-]*$")
 
 
 class ConfigError(ValueError):
@@ -73,7 +81,7 @@ class Settings(BaseSettings):
 
     # --- where things are -------------------------------------------------------------------
     enabled: bool = True
-    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    broker_url: str = DEFAULT_BROKER_URL
     broker_management_url: str = "http://127.0.0.1:15672"
     queue_prefix: str = "stash2plex"
     stash_url: str = "http://127.0.0.1:9999"
@@ -153,15 +161,20 @@ class Settings(BaseSettings):
     @field_validator("queue_prefix")
     @classmethod
     def _queue_prefix(cls, value: str) -> str:
-        if not QUEUE_NAME_PATTERN.match(value):
-            raise ValueError("must start with a letter or _ and hold only letters, digits, '.', '_' or '-'")
-        return value
+        try:
+            return check_queue_prefix(value)
+        except BrokerUrlError:
+            raise ValueError("must start with a letter or _ and hold only letters, digits, '.', '_' or '-'") from None
 
     @field_validator("broker_url")
     @classmethod
     def _broker_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("amqp", "amqps", "stub"):
-            raise ValueError("must be an amqp:// or amqps:// URL (or stub:// for the in-process broker)")
+        if is_stub(value):
+            return value
+        try:
+            parse_broker_url(value)
+        except BrokerUrlError as exc:
+            raise ValueError(f"{exc} (or stub:// for the in-process broker)") from None
         return value
 
     @field_validator("stash_url", "plex_url")
@@ -197,37 +210,34 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     # --- derived values ---------------------------------------------------------------------
-    def queue_name(self, stage: str) -> str:
-        return f"{self.queue_prefix}.{stage}"
+    def queue_name(self, actor_name: str) -> str:
+        """`<queue_prefix>.<actor_name>` (see pipeline/broker_address.py)."""
+        return queue_name(self.queue_prefix, actor_name)
 
     @property
     def dlq_name(self) -> str:
-        return f"{self.queue_prefix}.dlq"
+        return dlq_name(self.queue_prefix)
+
+    @property
+    def uses_stub_broker(self) -> bool:
+        """`broker_url` is stub:// (dramatiq's in-process broker, for the demo)."""
+        return is_stub(self.broker_url)
 
     def secrets(self) -> list[str]:
-        """Every secret value, for the log and message scrubbers."""
+        """Every secret value, for the log and message scrubbers (the broker password both decoded and as written)."""
         values = [self.stash_api_key, self.stash_session_cookie, self.plex_token]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
-        password = urlsplit(self.broker_url).password
+        password = url_password(self.broker_url)
         if password and password != "guest":
             found.append(password)
+            raw = self.broker_url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+            if raw and raw != password:
+                found.append(raw)
         return found
 
     def field_enabled(self, name: str) -> bool:
         """Whether a `sync_<name>` switch is on (the master switch gates all)."""
         return self.sync_master and bool(getattr(self, f"sync_{name}"))
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password or query string hidden, fit for logs and error messages."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        netloc = f"{user}:***@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 def env_name(key: str) -> str:
@@ -285,6 +295,29 @@ def load_settings(
         raise ConfigError(describe_validation_error(exc)) from None
 
 
+class _ExplicitSettings(Settings):
+    """Settings from the values given alone: no environment variable, no file, no Stash."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def explicit_settings(**values: Any) -> Settings:
+    """Settings made of `values` and the defaults only, whatever `STASH2PLEX_*` says (the demo, tests)."""
+    try:
+        return _ExplicitSettings(**values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"][:1]) or "settings"
@@ -296,6 +329,6 @@ __all__ = [
     "ConfigError",
     "Settings",
     "load_settings",
-    "redact_url",
+    "explicit_settings",
     "env_name",
 ]

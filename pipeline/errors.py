@@ -6,6 +6,10 @@
 | transient     | 5xx, timeouts, 429 (with its Retry-After)  | backoff with jitter up to `max_retries`, then DLQ   |
 | plex_down     | connection refused, breaker open           | deferred without spending retries, up to a max age  |
 | not_in_plex   | the file is not in a Plex library yet      | slow retries (optionally a scan), then DLQ          |
+| internal      | a malformed message                        | straight to the DLQ (it cannot get better)          |
+
+`classify(exc)` turns any exception into one of these (an unforeseen one is transient: retried,
+then dead-lettered with its text). The decision itself is `pipeline.policy.decide`.
 
 Messages never hold a secret: `scrub()` removes known secrets and token-looking query values.
 """
@@ -21,6 +25,7 @@ class ErrorClass(StrEnum):
     TRANSIENT = "transient"
     PLEX_DOWN = "plex_down"
     NOT_IN_PLEX = "not_in_plex"
+    INTERNAL = "internal"
 
 
 _SECRET_QUERY = re.compile(r"(?i)((?:x-plex-token|apikey|api_key|token)=)[^&\s'\"]+")
@@ -106,6 +111,32 @@ class NotInPlexYet(SyncError):
     """No Plex item holds the scene's file (yet: Plex may still be scanning)."""
 
     error_class = ErrorClass.NOT_IN_PLEX
+
+
+class MalformedMessage(SyncError):
+    """A message whose arguments do not describe jobs (hand-written, or from an incompatible version)."""
+
+    error_class = ErrorClass.INTERNAL
+
+
+class BrokerUnreachable(TransientError):
+    """RabbitMQ cannot be reached (refused, timed out, connection lost); the message names the redacted URL."""
+
+
+class BrokerRefused(AuthError):
+    """RabbitMQ refused broker_url's user, password or virtual host."""
+
+
+def classify(exc: BaseException) -> SyncError:
+    """The typed form of any exception: ours as they are, a pydantic validation error as a malformed
+    message, anything else (a bug, an unforeseen library error) as transient with its text."""
+    if isinstance(exc, SyncError):
+        return exc
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return MalformedMessage(f"malformed message: {type(exc).__name__}: {exc}")
+    return TransientError(f"unexpected {type(exc).__name__}: {exc}")
 
 
 def counts_for_breaker(error: BaseException) -> bool:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pipeline.models import Job, StashScene
-from pipeline.sync import Outcome, SyncEngine
+from pipeline.models import Outcome
+from pipeline.sync import SyncEngine
 
 ProgressCallback = Callable[[int, int], None]
 

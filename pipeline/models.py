@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -139,13 +140,34 @@ class Job(_Model):
     def _id_as_str(cls, value: Any) -> str:
         return str(value)
 
-    def note_failure(self, error_class: str, message: str, *, count_attempt: bool) -> None:
-        now = time.time()
-        self.first_failure = self.first_failure or now
-        self.last_failure = now
-        self.last_error = message
-        self.error_class = error_class
-        if count_attempt:
-            self.attempts += 1
-        else:
-            self.deferrals += 1
+    def with_failure(self, record: "FailureRecord") -> "Job":
+        """A copy of this job carrying `record` (what `pipeline.policy.decide` returned)."""
+        return self.model_copy(update=record.model_dump())
+
+    def fresh(self) -> "Job":
+        """A copy with its failure history cleared (a DLQ replay starts a fresh retry budget)."""
+        return self.with_failure(FailureRecord())
+
+
+class FailureRecord(_Model):
+    """A job's failure history: attempts spend the retry budget, deferrals (Plex down) do not."""
+
+    attempts: int = 0
+    deferrals: int = 0
+    first_failure: float | None = None
+    last_failure: float | None = None
+    last_error: str | None = None
+    error_class: str | None = None
+
+
+class Outcome(StrEnum):
+    """How a scene's trip ended (recorded for `status`, `sync --wait` and the metrics)."""
+
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DRY_RUN = "dry_run"
+    SKIPPED = "skipped"
+    COALESCED = "coalesced"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"

@@ -23,7 +23,8 @@ from plexapi.exceptions import BadRequest, Unauthorized
 from plexapi.server import PlexServer
 
 from pipeline.breaker import CircuitBreaker
-from pipeline.config import Settings, redact_url
+from pipeline.config import Settings
+from pipeline.broker_address import redact_url
 from pipeline.errors import (
     AuthError,
     NotInPlexYet,

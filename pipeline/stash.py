@@ -15,7 +15,8 @@ from typing import Any
 import requests
 
 from pipeline import stash_queries as q
-from pipeline.config import PLUGIN_ID, Settings, redact_url
+from pipeline.config import PLUGIN_ID, Settings
+from pipeline.broker_address import redact_url
 from pipeline.errors import AuthError, PermanentError, TransientError
 from pipeline.metadata import strip_secret_query
 from pipeline.models import StashScene

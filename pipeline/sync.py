@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from pipeline.breaker import CircuitBreaker
 from pipeline.config import Settings
@@ -28,8 +27,9 @@ from pipeline.errors import NoFiles, NotInPlexYet, SyncError, TransientError
 from pipeline.logs import log_event, show_path
 from pipeline.matching import Matcher, PathIndex, map_path
 from pipeline.metadata import desired_state, plan_actors, plan_fields, written_values
-from pipeline.models import Job, PlexItemState, StashScene
+from pipeline.models import Job, Outcome, PlexItemState, StashScene
 from pipeline.pacing import RateLimiter
+from pipeline.policy import failure_record
 from pipeline.plex import ItemGone, PlexClient, RequestListener
 from pipeline.stash import StashClient
 from pipeline.state import StateStore, WrittenRow
@@ -37,21 +37,12 @@ from pipeline.state import StateStore, WrittenRow
 logger = logging.getLogger("stash2plex.sync")
 
 COALESCE_SECONDS = 5.0
-STAGES = ("fetch", "match", "push", "performers")
-
-
-class Outcome(StrEnum):
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    DRY_RUN = "dry_run"
-    SKIPPED = "skipped"
-    COALESCED = "coalesced"
-    NOT_FOUND = "not_found"
-    FAILED = "failed"
 
 
 @dataclass
 class StageResult:
+    """What one step did with a batch: jobs that go on, jobs that are finished, jobs that failed."""
+
     forward: list[Job] = field(default_factory=list)
     done: list[tuple[Job, Outcome, str]] = field(default_factory=list)
     failed: list[tuple[Job, SyncError]] = field(default_factory=list)
@@ -89,6 +80,11 @@ class SyncEngine:
         breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_seconds, on_change=on_breaker_change)
         plex = PlexClient(settings, store.client_identifier(), breaker, RateLimiter(settings.plex_max_rps), on_request)
         return cls(settings, StashClient(settings), plex, store)
+
+    def step(self, stage: str) -> Callable[[list[Job]], StageResult]:
+        """The step of `stage` (fetch, match, push, performers)."""
+        steps = {"fetch": self.fetch, "match": self.match, "push": self.push, "performers": self.performers}
+        return steps[stage]
 
     # --- fetch -------------------------------------------------------------------------------
     def fetch(self, jobs: list[Job]) -> StageResult:
@@ -287,8 +283,8 @@ class SyncEngine:
         current = first
         while True:
             outcomes += current.done
-            for job, error in current.failed:
-                job.note_failure(error.error_class.value, str(error), count_attempt=True)
+            for failed, error in current.failed:
+                job = failed.with_failure(failure_record(failed, error, time.time(), count_attempt=True))
                 outcome = Outcome.NOT_FOUND if isinstance(error, NotInPlexYet) else Outcome.FAILED
                 log_event(logger, "failed", level=logging.WARNING, scene_id=job.scene_id, stage=error.stage,
                           error_class=error.error_class.value, error=str(error))

@@ -26,8 +26,12 @@ import struct
 import time
 from collections.abc import Mapping, Sequence
 
+from pipeline.broker_address import BrokerAddress, BrokerUrlError, check_queue_prefix, redact_url
+from pipeline.broker_address import parse_broker_url as _parse_broker_url
+from pipeline.stages import FETCH
+
 # Deliberately not imported (fast path): dataclasses (~10 ms with inspect), typing (~5 ms),
-# urllib.parse (~5 ms with ipaddress). The URL parser below is small and tested against urllib.
+# urllib.parse (~5 ms with ipaddress).
 
 __all__ = [
     "AmqpPublisher",
@@ -88,108 +92,15 @@ class PublishError(Exception):
 
 
 # --------------------------------------------------------------------------- broker URL
-
-
-class BrokerAddress:
-    """The parts of an `amqp://user:pass@host:port/vhost` URL, URL-decoded."""
-
-    __slots__ = ("host", "port", "username", "password", "vhost", "tls")
-
-    def __init__(self, host: str, port: int, username: str, password: str, vhost: str, tls: bool = False) -> None:
-        self.host = host
-        self.port = port
-        self.username = username
-        self.password = password
-        self.vhost = vhost
-        self.tls = tls
-
-    def __repr__(self) -> str:
-        return f"BrokerAddress({self.redacted()!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, BrokerAddress):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def redacted(self) -> str:
-        """The address as a URL with the password replaced by `***` (safe to log)."""
-        scheme = "amqps" if self.tls else "amqp"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        vhost = "" if self.vhost == "/" else self.vhost
-        return f"{scheme}://{self.username}:***@{host}:{self.port}/{vhost}"
-
-
-def _unquote(text: str) -> str:
-    """Percent-decode like `urllib.parse.unquote` (UTF-8, invalid escapes left as they are)."""
-    if "%" not in text:
-        return text
-    out = bytearray()
-    i = 0
-    raw = text.encode("utf-8")
-    while i < len(raw):
-        if raw[i] == 0x25 and i + 2 < len(raw) and _is_hex(raw[i + 1:i + 3]):
-            out.append(int(raw[i + 1:i + 3], 16))
-            i += 3
-        else:
-            out.append(raw[i])
-            i += 1
-    return out.decode("utf-8", "replace")
-
-
-def _is_hex(pair: bytes) -> bool:
-    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+# One parser and one redaction for the whole project: pipeline/broker_address.py (stdlib only).
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """Parse an AMQP URL the way pika does (default guest/guest, port 5672/5671, vhost `/`).
-
-    Raises `PublishError` (without echoing the URL, which may hold a password) when it is unusable.
-    """
-    scheme, sep, rest = url.strip().partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in ("amqp", "amqps"):
-        raise PublishError("invalid broker URL: it must start with amqp:// or amqps://")
-    for stop in "?#":
-        rest = rest.partition(stop)[0]
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if not at:
-        userinfo, hostport = "", netloc
-    username, colon, password = userinfo.partition(":")
-    if hostport.startswith("["):
-        host, bracket, after = hostport[1:].partition("]")
-        if not bracket or (after and not after.startswith(":")):
-            raise PublishError("invalid broker URL: bad IPv6 host")
-        port_text = after[1:]
-    else:
-        host, _, port_text = hostport.partition(":")
-    if not host:
-        raise PublishError("invalid broker URL: no host")
-    tls = scheme == "amqps"
-    if port_text:
-        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-            raise PublishError("invalid broker URL: bad port")
-        port = int(port_text)
-    else:
-        port = 5671 if tls else 5672
-    return BrokerAddress(
-        host=host.lower(),
-        port=port,
-        username=_unquote(username) if at else "guest",
-        password=_unquote(password) if at and colon else "guest",
-        vhost=_unquote(path) if path else "/",
-        tls=tls,
-    )
-
-
-def redact_url(url: str) -> str:
-    """`url` with its password masked, for log lines; a URL that does not parse becomes `<invalid>`."""
+    """`pipeline.broker_address.parse_broker_url`, failing with `PublishError` (the URL is never echoed)."""
     try:
-        return parse_broker_url(url).redacted()
-    except PublishError:
-        return "<invalid broker URL>"
+        return _parse_broker_url(url)
+    except BrokerUrlError as exc:
+        raise PublishError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- encoding helpers
@@ -655,9 +566,6 @@ class AmqpPublisher:
 
 # --------------------------------------------------------------------------- dramatiq wire format
 
-FETCH_SCENE_ACTOR = "fetch_scene"
-
-
 def uuid4_str() -> str:
     """A random RFC 4122 version-4 UUID string (what `str(uuid.uuid4())` gives, without importing uuid)."""
     raw = bytearray(os.urandom(16))
@@ -696,17 +604,14 @@ def dramatiq_message_body(
 def fetch_scene_queue(queue_prefix: str) -> str:
     """The queue the `fetch_scene` actor listens on: `<prefix>.fetch_scene`.
 
-    Raises `PublishError` when the prefix would make a name dramatiq rejects
-    (dramatiq requires `[a-zA-Z_][a-zA-Z0-9._-]*`).
+    Raises `PublishError` when the prefix would make a name dramatiq rejects.
     """
-    ok = bool(queue_prefix) and (queue_prefix[0].isascii() and (queue_prefix[0].isalpha() or queue_prefix[0] == "_"))
-    ok = ok and all(c.isascii() and (c.isalnum() or c in "._-") for c in queue_prefix)
-    if not ok:
-        raise PublishError(f"invalid queue prefix {queue_prefix!r}: use letters, digits, '.', '_' or '-', "
-                           "starting with a letter or '_'")
-    return f"{queue_prefix}.{FETCH_SCENE_ACTOR}"
+    try:
+        return FETCH.queue(check_queue_prefix(queue_prefix))
+    except BrokerUrlError as exc:
+        raise PublishError(str(exc)) from None
 
 
 def fetch_scene_message(scene_id: str, hook_type: str, queue_prefix: str) -> bytes:
     """The body of one `fetch_scene(scene_id, hook_type)` message."""
-    return dramatiq_message_body(fetch_scene_queue(queue_prefix), FETCH_SCENE_ACTOR, [scene_id, hook_type])
+    return dramatiq_message_body(fetch_scene_queue(queue_prefix), FETCH.actor_name, [scene_id, hook_type])

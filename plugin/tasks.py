@@ -23,11 +23,11 @@ from typing import Any
 from ops.common import (
     CliError,
     as_cli_error,
-    install_logging,
     load_cli_settings,
     parse_duration,
 )
-from pipeline.config import Settings, redact_url
+from pipeline.config import Settings
+from pipeline.broker_address import redact_url
 from pipeline.errors import scrub
 from pipeline.stash import iso_since
 
@@ -265,7 +265,7 @@ def run(mode: str, payload: dict[str, Any]) -> str:
     handler = TASKS.get(mode)
     if handler is None:
         raise ValueError(f"unknown task mode {mode!r} (known: {', '.join(sorted(TASKS))})")
-    install_logging(lambda: route_logging(log))
+    route_logging(log)
     log.progress(0.0)
     try:
         settings = None if mode in LOADS_ITS_OWN_SETTINGS else load_cli_settings(None, **stash_overrides(payload))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, explicit_settings, load_settings
 from tests.emulators.plex import PlexEmulator
 from tests.emulators.sample_data import Dataset, make_dataset
 from tests.emulators.stash import StashEmulator
@@ -84,6 +84,15 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def hanging_url() -> Iterator[str]:
+    """An http:// URL whose server accepts connections and never answers (a hung Stash or Plex)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 # --- RabbitMQ ------------------------------------------------------------------------------------
 def drain_queue(queue: str) -> list[tuple[Any, bytes]]:
     """Every message waiting in `queue` as (properties, body), removed; a queue that does not exist is empty."""
@@ -126,18 +135,14 @@ def queue_prefix() -> Iterator[str]:
 
 
 def delete_queues(prefix: str) -> None:
-    import pika
+    """Every queue of this prefix (stages, maintenance, their .DQ/.XQ, the DLQ); nothing to do when RabbitMQ is gone."""
+    from pipeline import rabbit
+    from pipeline.errors import BrokerUnreachable
 
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
-    except Exception:  # noqa: BLE001 - nothing to clean when RabbitMQ is gone
+        rabbit.delete_queues(explicit_settings(broker_url=RABBIT_URL, queue_prefix=prefix))
+    except BrokerUnreachable:
         return
-    channel = connection.channel()
-    for actor in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "maintenance"):
-        for suffix in ("", ".DQ", ".XQ"):
-            channel.queue_delete(f"{prefix}.{actor}{suffix}")
-    channel.queue_delete(f"{prefix}.dlq")
-    connection.close()
 
 
 class WorkerProcess:

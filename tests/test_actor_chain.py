@@ -10,9 +10,9 @@ import pytest
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-import ops.broker
-from actors.dlq import DlqEntry
-from pipeline.config import load_settings
+from pipeline import rabbit
+from pipeline.config import explicit_settings
+from pipeline.dlq import DlqEntry
 from tests.conftest import (
     PLEX_TOKEN,
     RABBIT_URL,
@@ -55,7 +55,7 @@ def dlq_entries(prefix: str) -> list[DlqEntry]:
 
 
 def queue_depth(name: str) -> int:
-    return ops.broker.queue_depth(load_settings(broker_url=RABBIT_URL), name)
+    return rabbit.queue_depth(explicit_settings(broker_url=RABBIT_URL), name)
 
 
 def synced(plex, dataset, scene_ids) -> bool:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from actors.dlq import DlqEntry, RabbitDeadLetterQueue
+from pipeline.dlq import DlqEntry, RabbitDeadLetterQueue
 from pipeline.config import load_settings
 from tests.conftest import RABBIT_URL
 

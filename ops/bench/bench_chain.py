@@ -40,8 +40,8 @@ from ops.bench.common import (
     start_emulator,
     wait_until,
 )
-from ops.broker import queue_depth
-from pipeline.config import load_settings
+from pipeline.rabbit import queue_depth
+from pipeline.config import explicit_settings
 
 BROKER_URL = os.environ.get("STASH2PLEX_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -253,7 +253,7 @@ def main() -> None:
 
 
 def _depth(name: str) -> int:
-    return queue_depth(load_settings(broker_url=BROKER_URL), name)
+    return queue_depth(explicit_settings(broker_url=BROKER_URL), name)
 
 
 if __name__ == "__main__":

@@ -104,11 +104,12 @@ def dlq_settings(prefix: str):
 
 def publish_dead_letter(prefix: str, scene_id: str, *, stage: str = "fetch", error_class: str = "permanent",
                         age_days: float = 0.0, job: dict[str, Any] | None = None):
-    """Publish one DLQ entry the way the actors do (actors.dlq.RabbitDeadLetterQueue); returns it."""
-    from actors.dlq import STAGE_ACTORS, DlqEntry, RabbitDeadLetterQueue
+    """Publish one DLQ entry the way the actors do (pipeline.dlq.RabbitDeadLetterQueue); returns it."""
+    from pipeline.dlq import DlqEntry, RabbitDeadLetterQueue
+    from pipeline.stages import stage_named
 
     now = time.time()
-    entry = DlqEntry(scene_id=scene_id, stage=stage, actor=STAGE_ACTORS[stage], error_class=error_class,
+    entry = DlqEntry(scene_id=scene_id, stage=stage, actor=stage_named(stage).actor_name, error_class=error_class,
                      message=f"{error_class} failure of scene {scene_id}", reason="test", attempts=3, deferrals=1,
                      first_failure=now - 60, last_failure=now, dead_lettered_at=now - age_days * 86400,
                      job=job or {"scene_id": scene_id, "event": "Scene.Update.Post", "attempts": 3, "deferrals": 1,
@@ -122,7 +123,7 @@ def publish_dead_letter(prefix: str, scene_id: str, *, stage: str = "fetch", err
 
 
 def dlq_ids(prefix: str) -> list[str]:
-    from actors.dlq import RabbitDeadLetterQueue
+    from pipeline.dlq import RabbitDeadLetterQueue
 
     return [e.id for e in RabbitDeadLetterQueue(dlq_settings(prefix)).entries()]
 

@@ -6,7 +6,13 @@ import re
 
 import pytest
 
+from pipeline.models import Job
 from tests.cli.conftest import plex_item_for, queued_jobs
+
+
+def queued(queue: str) -> list[list[Job]]:
+    """The jobs of each message in `queue` (drained), as the workers read them."""
+    return [[Job.model_validate(raw) for raw in batch] for batch in queued_jobs(queue)]
 
 
 def row(output: str, label: str) -> int:
@@ -20,10 +26,8 @@ def row(output: str, label: str) -> int:
 def test_sync_scene_enqueues_one_fetch_scene_message_of_cli_jobs(cli, queue_prefix):
     result = cli("sync", "--scene", "1", "2")
     assert result.returncode == 0, result.output
-    assert queued_jobs(f"{queue_prefix}.fetch_scene") == [[
-        {"scene_id": "1", "event": "cli", "dry_run": False},
-        {"scene_id": "2", "event": "cli", "dry_run": False},
-    ]]
+    [batch] = queued(f"{queue_prefix}.fetch_scene")
+    assert [(job.scene_id, job.event, job.dry_run) for job in batch] == [("1", "cli", False), ("2", "cli", False)]
 
 
 @pytest.mark.rabbitmq
@@ -41,8 +45,7 @@ def test_sync_reads_the_queue_prefix_from_the_config_file(cli, queue_prefix, tmp
     config.write_text(f'queue_prefix = "{queue_prefix}"\nbatch_size = 1\n')
     result = cli("--config", str(config), "sync", "--scene", "4", "5", STASH2PLEX_QUEUE_PREFIX=None)
     assert result.returncode == 0, result.output
-    assert queued_jobs(f"{queue_prefix}.fetch_scene") == [[{"scene_id": "4", "event": "cli", "dry_run": False}],
-                                                          [{"scene_id": "5", "event": "cli", "dry_run": False}]]
+    assert [[job.scene_id for job in batch] for batch in queued(f"{queue_prefix}.fetch_scene")] == [["4"], ["5"]]
 
 
 @pytest.mark.rabbitmq

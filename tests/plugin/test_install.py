@@ -177,5 +177,7 @@ def test_hook_fast_path_imports_no_heavy_module(tmp_path: Path, closed_port: int
     assert json.loads(proc.stdout)["output"]["spooled"] == ["45"]
     assert {"plugin.hook", "plugin.amqp", "plugin.spool"} <= imported
     heavy = {"pika", "dramatiq", "pydantic", "requests", "plexapi", "asyncio", "ssl", "logging", "plugin.tasks",
-             "pipeline", "actors", "typing", "dataclasses", "uuid"}
+             "actors", "typing", "dataclasses", "uuid"}
     assert not imported & heavy, imported & heavy
+    # the shared broker-address and stage definitions, nothing else of pipeline/
+    assert {m for m in imported if m.startswith("pipeline")} == {"pipeline", "pipeline.broker_address", "pipeline.stages"}

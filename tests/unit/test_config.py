@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.config import ConfigError, load_settings, redact_url
+from pipeline.config import ConfigError, load_settings
+from pipeline.broker_address import redact_url
 
 
 def test_defaults_are_usable():

@@ -1,54 +1,81 @@
-"""The retry policy: each error class gets its documented fate."""
+"""The retry policy: each error class gets its documented fate; `decide` is pure."""
 
 import random
 
 from pipeline.config import load_settings
-from pipeline.errors import AuthError, BreakerOpen, NotInPlexYet, PlexDown, RateLimited, TransientError
+from pipeline.errors import (
+    AuthError,
+    BreakerOpen,
+    MalformedMessage,
+    NotInPlexYet,
+    PlexDown,
+    RateLimited,
+    SyncError,
+    TransientError,
+)
 from pipeline.models import Job
-from pipeline.policy import MAX_DEFER_SECONDS, Action, backoff, decide
+from pipeline.policy import MAX_DEFER_SECONDS, Action, Decision, backoff, decide
 
 SETTINGS = load_settings(max_retries=3, not_found_retries=2, breaker_reset_seconds=60, max_defer_days=1)
 RNG = random.Random(1)
 
 
-def test_permanent_errors_go_straight_to_the_dlq():
+def fail_repeatedly(job: Job, error: SyncError, times: int) -> tuple[Job, list[Decision]]:
+    """Apply `decide` `times` times, carrying each failure record on, as the RetryPolicy middleware does."""
+    decisions = []
+    for _ in range(times):
+        decision = decide(job, error, SETTINGS, rng=RNG)
+        decisions.append(decision)
+        job = job.with_failure(decision.record)
+    return job, decisions
+
+
+def test_decide_leaves_the_job_as_it_is_and_returns_the_failure_record():
     job = Job(scene_id="1")
-    assert decide(job, AuthError("401"), SETTINGS, rng=RNG).action == Action.DEAD_LETTER
-    assert job.attempts == 0
+    decision = decide(job, TransientError("503"), SETTINGS, now=1000.0, rng=RNG)
+    assert job.attempts == 0 and job.first_failure is None and job.last_error is None
+    assert decision.record.attempts == 1 and decision.record.deferrals == 0
+    assert decision.record.first_failure == decision.record.last_failure == 1000.0
+    assert decision.record.last_error == "503" and decision.record.error_class == "transient"
+
+
+def test_the_first_failure_time_is_kept_across_failures():
+    job = Job(scene_id="1", attempts=1, first_failure=500.0, last_failure=500.0)
+    record = decide(job, TransientError("503"), SETTINGS, now=900.0, rng=RNG).record
+    assert (record.first_failure, record.last_failure, record.attempts) == (500.0, 900.0, 2)
+
+
+def test_permanent_errors_go_straight_to_the_dlq():
+    decision = decide(Job(scene_id="1"), AuthError("401"), SETTINGS, rng=RNG)
+    assert decision.action == Action.DEAD_LETTER and decision.reason == "permanent error"
+
+
+def test_a_malformed_message_goes_straight_to_the_dlq():
+    decision = decide(Job(scene_id="1"), MalformedMessage("bad jobs"), SETTINGS, rng=RNG)
+    assert decision.action == Action.DEAD_LETTER and decision.record.error_class == "internal"
 
 
 def test_transient_errors_retry_with_growing_delays_then_dead_letter():
-    job = Job(scene_id="1")
-    delays = []
-    for _ in range(3):
-        decision = decide(job, TransientError("503"), SETTINGS, rng=RNG)
-        assert decision.action == Action.RETRY
-        delays.append(decision.delay_seconds)
-    assert delays[0] < delays[2]
-    assert decide(job, TransientError("503"), SETTINGS, rng=RNG).action == Action.DEAD_LETTER
-    assert job.attempts == 4
+    job, decisions = fail_repeatedly(Job(scene_id="1"), TransientError("503"), 4)
+    assert [d.action for d in decisions] == [Action.RETRY] * 3 + [Action.DEAD_LETTER]
+    assert decisions[0].delay_seconds < decisions[2].delay_seconds
+    assert job.attempts == 4 and "3 retries" in decisions[3].reason
 
 
 def test_rate_limit_waits_its_retry_after():
     decision = decide(Job(scene_id="1"), RateLimited("429", retry_after=7), SETTINGS, rng=RNG)
-    assert decision == decision.__class__(Action.RETRY, 7)
+    assert (decision.action, decision.delay_seconds) == (Action.RETRY, 7)
 
 
 def test_not_in_plex_retries_slowly_and_is_bounded():
-    job = Job(scene_id="1")
-    first = decide(job, NotInPlexYet("missing"), SETTINGS, rng=RNG)
-    assert first.action == Action.RETRY and first.delay_seconds >= 15
-    decide(job, NotInPlexYet("missing"), SETTINGS, rng=RNG)
-    final = decide(job, NotInPlexYet("missing"), SETTINGS, rng=RNG)
-    assert final.action == Action.DEAD_LETTER and "not in Plex" in final.reason
+    _job, decisions = fail_repeatedly(Job(scene_id="1"), NotInPlexYet("missing"), 3)
+    assert decisions[0].action == Action.RETRY and decisions[0].delay_seconds >= 15
+    assert decisions[2].action == Action.DEAD_LETTER and "not in Plex" in decisions[2].reason
 
 
 def test_plex_down_defers_without_spending_retries():
-    job = Job(scene_id="1")
-    for _ in range(50):
-        decision = decide(job, BreakerOpen("open", retry_after=42), SETTINGS, rng=RNG)
-        assert decision.action == Action.DEFER
-        assert 42 <= decision.delay_seconds <= MAX_DEFER_SECONDS
+    job, decisions = fail_repeatedly(Job(scene_id="1"), BreakerOpen("open", retry_after=42), 50)
+    assert all(d.action == Action.DEFER and 42 <= d.delay_seconds <= MAX_DEFER_SECONDS for d in decisions)
     assert job.attempts == 0 and job.deferrals == 50
 
 

@@ -1,7 +1,7 @@
 """The dead-letter queue: one durable RabbitMQ queue `<prefix>.dlq`, visible in the management UI.
 
 Entries are JSON (`DlqEntry`): scene id, stage, error class, a readable message without secrets,
-attempts, first and last failure, and the job to replay. The queue has a TTL of
+attempts, deferrals, first and last failure, and the job to replay. The queue has a TTL of
 `dlq_retention_days`, so RabbitMQ itself drops old entries. Reading is non-destructive: messages are
 fetched unacked and go back when the channel closes; replay and purge ack only what they remove.
 With the `stub://` broker the DLQ lives in memory (the demo without RabbitMQ).
@@ -21,13 +21,16 @@ from pydantic import BaseModel, Field
 
 from pipeline.config import Settings
 from pipeline.logs import log_event
+from pipeline.models import Job
+from pipeline.rabbit import close_quietly, connect
+from pipeline.stages import stage_named
 
 logger = logging.getLogger("stash2plex.dlq")
 
-STAGE_ACTORS = {"fetch": "fetch_scene", "match": "match_plex", "push": "push_metadata", "performers": "sync_performers"}
-
 
 class DlqEntry(BaseModel):
+    """One dead-lettered job and why."""
+
     id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     scene_id: str
     stage: str
@@ -42,6 +45,18 @@ class DlqEntry(BaseModel):
     dead_lettered_at: float = Field(default_factory=time.time)
     job: dict[str, Any]
 
+    @classmethod
+    def for_job(cls, job: Job, stage: str, reason: str) -> DlqEntry:
+        """The entry of a job whose failure record (error class, message, counts) is already on it."""
+        return cls(scene_id=job.scene_id, stage=stage, actor=stage_named(stage).actor_name,
+                   error_class=job.error_class or "internal", message=job.last_error or "", reason=reason,
+                   attempts=job.attempts, deferrals=job.deferrals, first_failure=job.first_failure,
+                   last_failure=job.last_failure, job=job.model_dump(mode="json"))
+
+    def replay_job(self) -> Job:
+        """The entry's job with its failure history cleared (a replay starts a fresh retry budget)."""
+        return Job.model_validate(self.job).fresh()
+
 
 Predicate = Callable[[DlqEntry], bool]
 
@@ -51,6 +66,7 @@ class DeadLetterQueue(Protocol):
     def entries(self, limit: int | None = None) -> list[DlqEntry]: ...
     def remove(self, predicate: Predicate, action: Callable[[DlqEntry], None] | None = None) -> list[DlqEntry]: ...
     def count(self) -> int: ...
+    def close(self) -> None: ...
 
 
 class MemoryDeadLetterQueue:
@@ -80,6 +96,9 @@ class MemoryDeadLetterQueue:
     def count(self) -> int:
         return len(self._entries)
 
+    def close(self) -> None:
+        return None
+
 
 def dlq_arguments(settings: Settings) -> dict[str, Any]:
     """The DLQ's declaration arguments; every declarer (workers, CLI, plugin tasks) uses exactly these."""
@@ -94,11 +113,10 @@ class RabbitDeadLetterQueue:
         self.name = settings.dlq_name
         self._local = threading.local()
 
-    def _open(self) -> Any:
-        import pika
+    def _open(self) -> tuple[Any, Any]:
         import pika.exceptions
 
-        connection = pika.BlockingConnection(pika.URLParameters(self.settings.broker_url))
+        connection = connect(self.settings)
         channel = connection.channel()
         try:
             channel.queue_declare(self.name, durable=True, arguments=dlq_arguments(self.settings))
@@ -129,15 +147,9 @@ class RabbitDeadLetterQueue:
         return None
 
     def close(self) -> None:
-        import pika.exceptions
-
         connection = getattr(self._local, "connection", None)
         self._local.connection = self._local.channel = None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except (pika.exceptions.AMQPError, OSError) as exc:  # the connection was already broken
-                log_event(logger, "dlq_connection_close_failed", level=logging.DEBUG, error=type(exc).__name__)
+        close_quietly(connection)
 
     def publish(self, entry: DlqEntry) -> None:
         import pika
@@ -166,7 +178,7 @@ class RabbitDeadLetterQueue:
         try:
             return work(channel)
         finally:
-            connection.close()  # unacked messages return to the queue in their order
+            close_quietly(connection)  # unacked messages return to the queue in their order
 
     def entries(self, limit: int | None = None) -> list[DlqEntry]:
         found: list[DlqEntry] = []
@@ -198,6 +210,6 @@ class RabbitDeadLetterQueue:
 
 
 def make_dlq(settings: Settings) -> DeadLetterQueue:
-    if settings.broker_url.startswith("stub://"):
+    if settings.uses_stub_broker:
         return MemoryDeadLetterQueue()
     return RabbitDeadLetterQueue(settings)
