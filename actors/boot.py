@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from actors.runtime import Runtime
 
 logger = logging.getLogger("stash2plex.boot")
-TOPOLOGY_KEYS = ("broker_url", "queue_prefix", "reconcile_interval", "metrics_port")
+TOPOLOGY_KEYS = ("broker_url", "queue_prefix", "reconcile_interval", "metrics_port", "metrics_host")
 
 
 class WorkerBoot(Middleware):

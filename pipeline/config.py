@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     debug_logging: bool = False
     obfuscate_paths: bool = False
     metrics_port: int = Field(9191, ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", description="address the workers' exporter binds; 0.0.0.0 in containers")
     hook_events: Literal["all", "identify"] = "all"
 
     @field_validator("plex_library", mode="before")
