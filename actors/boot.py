@@ -6,12 +6,15 @@ the package never waits on Stash. When dramatiq boots a worker process, this mid
 1. layers in the plugin settings saved on Stash's settings page (env > TOML > Stash > defaults);
    the keys that shape queues and schedules (`TOPOLOGY_KEYS`) keep their import-time values, with a
    warning when Stash holds another value (set those in the environment or the TOML file);
-2. registers the secrets with the log scrubber and routes the `stash2plex` loggers to stderr.
+2. registers the secrets with the log scrubber and routes the `stash2plex` loggers to stderr;
+3. forgets the breaker rows (state.db, shown by `stash2plex status`) of this host's worker processes
+   that are gone, e.g. SIGKILLed with their breaker open, so `status` shows the running ones only.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -19,6 +22,7 @@ from dramatiq.middleware import Middleware
 
 from pipeline.errors import register_secrets
 from pipeline.logs import log_event, setup_logging
+from pipeline.state import StateStore
 from pipeline.stash import load_settings_with_stash
 
 if TYPE_CHECKING:
@@ -43,3 +47,19 @@ class WorkerBoot(Middleware):
         if ignored:
             log_event(logger, "stash_setting_ignored", level=logging.WARNING, keys=ignored,
                       fix="the workers read these before asking Stash: set them as STASH2PLEX_* variables or in the TOML file")
+        forgotten = forget_dead_breakers(StateStore(settings.data_dir), os.uname().nodename)
+        if forgotten:
+            log_event(logger, "stale_breakers_forgotten", owners=forgotten)
+
+
+def forget_dead_breakers(store: StateStore, node: str) -> list[str]:
+    """Drop the breaker rows of `node`'s worker processes that no longer run; returns their owners."""
+    from actors.exporter import pid_alive
+
+    dead = []
+    for row in store.breakers():
+        owner_node, _, pid = str(row["owner"]).rpartition(":")
+        if owner_node == node and pid.isdigit() and not pid_alive(int(pid)):
+            dead.append(row["owner"])
+    store.forget_breakers(dead)
+    return dead

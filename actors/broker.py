@@ -9,7 +9,8 @@ Middleware, in order (dramatiq runs `before_*` hooks in this order and `after_*`
 
     AgeLimit, TimeLimit (10 min), ShutdownNotifications, Callbacks, Pipelines   dramatiq's own
     CurrentMessage                                   the hook's publish time, for the latency metric
-    Prometheus                                       dramatiq_* series (RabbitMQ only)
+    WorkerMetrics                                    dramatiq_* series and ours, exporter on metrics_port
+                                                     (RabbitMQ only; actors/exporter.py)
     RetryPolicy                                      ours, added by `build_runtime`: THE retry/defer/DLQ decision
     PeriodiqMiddleware                               schedules (actors/schedules.py, `periodiq actors`)
 
@@ -40,16 +41,8 @@ PROMETHEUS_DB_DEFAULT = os.path.join(tempfile.gettempdir(), "dramatiq-prometheus
 
 
 def prometheus_db() -> str:
-    """The multiprocess metrics folder, shared by dramatiq's exporter and our own metrics."""
+    """The multiprocess metrics folder of the workers (each run writes to its own folder inside it)."""
     return os.environ.get("dramatiq_prom_db", PROMETHEUS_DB_DEFAULT)
-
-
-def prepare_prometheus_env() -> None:
-    """Must run before prometheus_client is imported anywhere, so every metric is multiprocess-safe."""
-    path = prometheus_db()
-    os.makedirs(path, exist_ok=True)
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", path)
-    os.environ.setdefault("prometheus_multiproc_dir", path)
 
 
 def base_middleware() -> list[Middleware]:
@@ -60,12 +53,10 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     """The broker alone (no actors yet); `actors.runtime.build_runtime` adds our middleware and the actors."""
     if settings.uses_stub_broker:
         return StubBroker(middleware=base_middleware())
-    prepare_prometheus_env()
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-    broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True, middleware=base_middleware())
-    os.environ.setdefault("dramatiq_prom_port", str(settings.metrics_port))  # read when the module loads
-    from dramatiq.middleware.prometheus import Prometheus
+    from actors.exporter import WorkerMetrics
 
-    broker.add_middleware(Prometheus())
+    broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True, middleware=base_middleware())
+    broker.add_middleware(WorkerMetrics(settings))
     return broker

@@ -1,6 +1,9 @@
 """Our Prometheus metrics, beside dramatiq's own `dramatiq_*` series (same exporter, port `metrics_port`).
 
-Multiprocess-safe: `actors.broker.prepare_prometheus_env()` runs before this module is imported.
+In `dramatiq actors` worker processes these are multiprocess metrics: `actors.exporter.WorkerMetrics`
+points prometheus_client at the run's folder before this module is imported. Anywhere else (the CLI,
+plugin tasks, tests) they stay in memory and write no file. `initialise()` (at worker boot) creates
+every labelled series at 0, so `increase()` and `rate()` see the first dead letter or failure.
 """
 
 from __future__ import annotations
@@ -8,6 +11,10 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline.breaker import BreakerState, CircuitBreaker
+from pipeline.errors import ErrorClass
+from pipeline.models import Outcome
+from pipeline.policy import Action
+from pipeline.stages import STAGES
 
 BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -26,6 +33,20 @@ SYNC_LATENCY = Histogram("stash2plex_sync_latency_seconds", "From the hook's pub
 BREAKER = Gauge("stash2plex_breaker_state", "Plex circuit breaker per worker process: 0 closed, 1 half-open, 2 open.",
                 multiprocess_mode="liveall")
 BREAKER_OPENED = Counter("stash2plex_breaker_opened_total", "Times the Plex circuit breaker opened.")
+
+
+def initialise() -> None:
+    """Every labelled series at 0 for its known labels, and the breaker closed, before any work is done."""
+    for outcome in Outcome:
+        SCENES.labels(outcome.value)
+    for error_class in ErrorClass:
+        DEAD_LETTERS.labels(error_class.value)
+        for action in Action:
+            for stage in STAGES:
+                FAILURES.labels(error_class.value, action.value, stage.name)
+    for stage in STAGES:
+        STAGE_SECONDS.labels(stage.name)
+    BREAKER.set(BREAKER_VALUES[BreakerState.CLOSED])
 
 
 def on_plex_request(kind: str, seconds: float, status: int | None) -> None:

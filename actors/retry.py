@@ -27,7 +27,7 @@ from dramatiq.middleware import Middleware
 from pydantic import ValidationError
 
 from pipeline.dlq import DlqEntry
-from pipeline.errors import BrokerUnreachable, SyncError, classify
+from pipeline.errors import BrokerUnreachable, MalformedMessage, SyncError, classify
 from pipeline.logs import log_event
 from pipeline.models import Job, Outcome
 from pipeline.policy import Action, backoff, decide
@@ -65,6 +65,13 @@ def jobs_in(message: dramatiq.Message | MessageProxy) -> list[Job]:
     return jobs
 
 
+def unreadable(message: dramatiq.Message | MessageProxy, exception: BaseException) -> tuple[Job, SyncError]:
+    """A failed stage message that carries no readable job: dead-lettered (and counted) as `internal`, not lost."""
+    return Job(scene_id="?"), MalformedMessage(
+        f"malformed message: no job in {message.actor_name} message {message.message_id} "
+        f"({type(exception).__name__}: {exception})")
+
+
 class RetryPolicy(Middleware):
     """Retry, defer or dead-letter every failed job of the stage actors (see the module docstring)."""
 
@@ -88,7 +95,7 @@ class RetryPolicy(Middleware):
                 failures = exception.failures
             else:
                 error = classify(exception)
-                failures = [(job, error) for job in jobs_in(message)]
+                failures = [(job, error) for job in jobs_in(message)] or [unreadable(message, exception)]
             self.settle(stage, failures)
         except (dramatiq.errors.BrokerError, BrokerUnreachable, OSError) as exc:
             # RabbitMQ is gone: do not ack. It redelivers the message (or keeps it in `.XQ`).
@@ -121,8 +128,8 @@ class RetryPolicy(Middleware):
 
         entry = DlqEntry.for_job(job, stage, reason)
         self.runtime.dlq().publish(entry)
+        metrics.DEAD_LETTERS.labels(entry.error_class).inc()  # counted as soon as it is in the DLQ
         self.runtime.record_outcomes([(job, Outcome.DEAD_LETTER, f"{entry.error_class}: {entry.message}")])
-        metrics.DEAD_LETTERS.labels(entry.error_class).inc()
         log_event(logger, "dead_letter", level=logging.ERROR, scene_id=job.scene_id, stage=stage,
                   error_class=entry.error_class, reason=reason)
 

@@ -203,6 +203,11 @@ class StateStore:
                 (owner, state, failures, opened_at, last_error, time.time()),
             )
 
+    def forget_breakers(self, owners: list[str]) -> None:
+        """Drop the breaker rows of these owners (worker processes that are gone)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM breaker WHERE owner = ?", [(owner,) for owner in owners])
+
     def breakers(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT owner, state, failures, opened_at, last_error, updated_at FROM breaker ORDER BY updated_at DESC")
         keys = ("owner", "state", "failures", "opened_at", "last_error", "updated_at")

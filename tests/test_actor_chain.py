@@ -70,7 +70,7 @@ def worker_env(plex, stash, tmp_path, queue_prefix):
         env = emulator_env(plex, stash, tmp_path / "data", queue_prefix=queue_prefix, broker_url=RABBIT_URL,
                            retry_base_seconds=0.2, not_found_base_seconds=0.2, **extra)
         env["dramatiq_prom_db"] = str(tmp_path / "prom")
-        env["dramatiq_prom_port"] = "0"
+        env["STASH2PLEX_METRICS_PORT"] = "0"
         return env
 
     return build

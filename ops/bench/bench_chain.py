@@ -166,7 +166,7 @@ def run_chain(args: argparse.Namespace, workdir: Path, scenario: str) -> tuple[l
     data_dir = workdir / f"data-{scenario}"
     env = emulator_env(plex_url, stash_url, data_dir, queue_prefix=prefix, broker_url=BROKER_URL,
                        breaker_reset_seconds=args.breaker_reset)
-    env.update({"dramatiq_prom_db": str(prom), "dramatiq_prom_port": str(metrics_port)})
+    env.update({"dramatiq_prom_db": str(prom), "STASH2PLEX_METRICS_PORT": str(metrics_port)})
     worker = dramatiq_workers("actors", env, args.processes, args.threads, workdir / f"worker-{scenario}.log")
     broker = RabbitmqBroker(url=BROKER_URL, confirm_delivery=True)
     try:

@@ -56,7 +56,7 @@ def env(plex, stash, data_dir: Path, queue_prefix: str, tmp_path: Path) -> dict[
     values = emulator_env(plex, stash, data_dir, queue_prefix=queue_prefix, broker_url=RABBIT_URL,
                           retry_base_seconds=0.2, not_found_base_seconds=0.2)
     values["dramatiq_prom_db"] = str(tmp_path / "prom")
-    values["dramatiq_prom_port"] = "0"
+    values["STASH2PLEX_METRICS_PORT"] = "0"
     return values
 
 

@@ -15,7 +15,7 @@ MANAGEMENT = "http://127.0.0.1:15672/api/queues/%2F"
 
 def demo_env() -> dict[str, str]:
     """A user's environment with nothing configured (the demo must not need anything)."""
-    return {"dramatiq_prom_port": "0"}
+    return {"STASH2PLEX_METRICS_PORT": "0"}
 
 
 @pytest.mark.rabbitmq

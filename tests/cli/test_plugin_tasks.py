@@ -41,7 +41,7 @@ def task(stash, tmp_path):
                                   "Dir": str(tmp_path), "PluginDir": str(tmp_path / "plugin")},
             "args": {"mode": mode, **args},
         }
-        return run_entry(payload, env=clean_env(dramatiq_prom_port="0"), timeout=60)
+        return run_entry(payload, env=clean_env(STASH2PLEX_METRICS_PORT="0"), timeout=60)
 
     return run
 
