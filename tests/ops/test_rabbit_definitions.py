@@ -79,3 +79,10 @@ def test_loaded_definitions_let_workers_and_dlq_declare_their_queues_without_con
         runtime.close()
     with rabbit.connection(settings) as opened:
         assert rabbit.passive_declare(opened, settings.dlq_name) is not None
+
+
+def test_definitions_give_the_hooks_queue_the_arguments_the_hook_declares():
+    from plugin.amqp import dramatiq_queue_arguments
+
+    queues = {q["name"]: q for q in queue_definitions(explicit_settings())["queues"]}
+    assert queues["stash2plex.fetch_scene"]["arguments"] == dramatiq_queue_arguments("stash2plex.fetch_scene")
