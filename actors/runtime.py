@@ -25,14 +25,16 @@ from actors.broker import build_broker
 from actors.retry import RetryPolicy
 from pipeline.breaker import BreakerState, CircuitBreaker
 from pipeline.config import Settings
-from pipeline.dlq import DeadLetterQueue, make_dlq
-from pipeline.errors import register_secrets
+from pipeline.dlq import DeadLetterQueue, discard_scenes, make_dlq
+from pipeline.errors import BrokerUnreachable, register_secrets
 from pipeline.logs import log_event
 from pipeline.models import Job, Outcome
 from pipeline.sync import SyncEngine
 
 logger = logging.getLogger("stash2plex.runtime")
 Actor = dramatiq.Actor[..., None]
+DLQ_SCENES_MAX_AGE = 30.0
+CLEARS_DEAD_LETTER = (Outcome.UPDATED, Outcome.UNCHANGED, Outcome.SKIPPED)
 
 
 class PerProcess:
@@ -55,6 +57,41 @@ class PerProcess:
         return made[1] if made is not None and made[0] == os.getpid() else None
 
 
+class DlqScenes:
+    """The scenes that have a DLQ entry, as this process last read them (at most `max_age` seconds ago).
+
+    A scene that syncs removes its entry (`clear`); reading the whole DLQ for every success would be
+    too dear, so the list is re-read at most every `max_age` seconds, and this process's own dead
+    letters are added at once. An entry another host wrote less than `max_age` seconds before the
+    scene synced here stays until that scene's next success.
+    """
+
+    def __init__(self, dlq: Callable[[], DeadLetterQueue], max_age: float = DLQ_SCENES_MAX_AGE) -> None:
+        self._dlq = dlq
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._scenes: set[str] = set()
+        self._read_at = float("-inf")
+
+    def add(self, scene_id: str) -> None:
+        with self._lock:
+            self._scenes.add(scene_id)
+
+    def clear(self, scene_ids: list[str]) -> list[str]:
+        """Remove the DLQ entries of these scenes, if they have any; returns the scenes whose entry went."""
+        with self._lock:
+            if time.monotonic() - self._read_at > self._max_age:
+                dlq = self._dlq()
+                self._scenes = {entry.scene_id for entry in dlq.entries()} if dlq.count() else set()
+                self._read_at = time.monotonic()
+            listed = self._scenes.intersection(scene_ids)
+            if not listed:
+                return []
+            removed = {entry.scene_id for entry in discard_scenes(self._dlq(), listed)}
+            self._scenes -= listed
+            return sorted(removed)
+
+
 class Runtime:
     """Settings, broker and actors of one process, with the engine and DLQ they share."""
 
@@ -65,6 +102,12 @@ class Runtime:
         self.maintenance_actors: dict[str, Actor] = {}
         self._engine = PerProcess(self._make_engine)
         self._dlq = PerProcess(lambda: make_dlq(self.settings))
+        self._dlq_scenes = PerProcess(lambda: DlqScenes(self.dlq))
+
+    @property
+    def dlq_scenes(self) -> DlqScenes:
+        scenes: DlqScenes = self._dlq_scenes.get()
+        return scenes
 
     # --- shared per process -------------------------------------------------------------------
     def engine(self) -> SyncEngine:
@@ -82,17 +125,17 @@ class Runtime:
                                         on_breaker_change=self._on_breaker_change)
 
     def _on_breaker_change(self, breaker: CircuitBreaker) -> None:
-        """Export, log and persist (for `stash2plex status`) every breaker state change of this process."""
+        """Export, log and persist (for `stash2plex status`) every change of this process's Plex or Stash breaker."""
         from actors import metrics
 
         metrics.on_breaker_change(breaker)
-        log_event(logger, f"breaker_{breaker.state.value}", level=logging.WARNING, stage="plex",
-                  last_error=breaker.last_error, failures=breaker.failures)
+        log_event(logger, f"breaker_{breaker.state.value}", level=logging.WARNING, stage=breaker.service,
+                  service=breaker.service, last_error=breaker.last_error, failures=breaker.failures)
         engine = self._engine.peek()
         if engine is not None:
             opened_at = time.time() if breaker.state == BreakerState.OPEN else None  # wall clock, for people
             engine.store.save_breaker(f"{os.uname().nodename}:{os.getpid()}", breaker.state.value, breaker.failures,
-                                      opened_at, breaker.last_error)
+                                      opened_at, breaker.last_error, service=breaker.service)
 
     # --- sending and recording ----------------------------------------------------------------
     def send(self, stage: str, jobs: list[Job], delay_seconds: float = 0.0) -> None:
@@ -108,14 +151,33 @@ class Runtime:
         return actor.queue_name
 
     def record_outcomes(self, outcomes: list[tuple[Job, Outcome, str]]) -> None:
-        """Final outcomes: into the state file (for `status` and `sync --wait`) and the metrics."""
+        """Final outcomes: into the state file (for `status` and `sync --wait`) and the metrics; a scene that
+        synced (or is skipped on purpose) loses its DLQ entry."""
         from actors import metrics
 
         self.engine().record(outcomes)
+        self._clear_dead_letters([job.scene_id for job, outcome, _ in outcomes if outcome in CLEARS_DEAD_LETTER])
         for job, outcome, _detail in outcomes:
             metrics.SCENES.labels(outcome.value).inc()
+            if outcome == Outcome.SKIPPED and job.skip_reason:
+                metrics.SKIPPED.labels(job.skip_reason).inc()
             if outcome == Outcome.UPDATED:
                 metrics.SYNC_LATENCY.observe(max(0.0, time.time() - job.origin_ts))
+
+    def _clear_dead_letters(self, scene_ids: list[str]) -> None:
+        import pika.exceptions
+
+        if not scene_ids:
+            return
+        try:
+            cleared = self.dlq_scenes.clear(scene_ids)
+        except (BrokerUnreachable, OSError, pika.exceptions.AMQPError) as exc:
+            # The scenes synced; only their old entries stay until their next success.
+            log_event(logger, "dlq_clear_failed", level=logging.WARNING, scenes=len(scene_ids),
+                      error=f"{type(exc).__name__}: {exc}")
+            return
+        for scene_id in cleared:
+            log_event(logger, "dlq_entry_cleared", scene_id=scene_id, stage="dlq", reason="scene synced since")
 
     def close(self) -> None:
         """Close the broker's and the DLQ's connections of this process."""

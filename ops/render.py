@@ -134,11 +134,11 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
     parts.append(f"DLQ {dlq['name']}: {dlq['size'] if dlq['size'] is not None else '?'} entries{oldest_text}")
     breakers = status["breakers"]
     if breakers:
-        parts.append(table("Plex circuit breakers (per worker process)", ["worker", "state", "failures", "last error", "updated"],
-                           [[b["owner"], b["state"], str(b["failures"]), short(b["last_error"], 60),
+        parts.append(table("Circuit breakers (per worker process)", ["worker", "server", "state", "failures", "last error", "updated"],
+                           [[b["owner"], b["service"], b["state"], str(b["failures"]), short(b["last_error"], 60),
                              human_age(time.time() - b["updated_at"]) + " ago"] for b in breakers]))
     else:
-        parts.append("Plex circuit breakers: none recorded (closed)")
+        parts.append("Plex and Stash circuit breakers: none recorded (closed)")
     synced = status["synced_last_hour"]
     by_outcome = ", ".join(f"{k} {v}" for k, v in sorted(synced["by_outcome"].items())) or "none"
     parts.append(f"last hour: {synced['total']} scene outcome(s) ({by_outcome})")

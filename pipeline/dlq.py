@@ -3,8 +3,14 @@
 Entries are JSON (`DlqEntry`): scene id, stage, error class, a readable message without secrets,
 attempts, deferrals, first and last failure, and the job to replay. The queue has a TTL of
 `dlq_retention_days`, so RabbitMQ itself drops old entries. Reading is non-destructive: messages are
-fetched unacked and go back when the channel closes; replay and purge ack only what they remove.
+fetched unacked and go back when the connection closes; replay and purge ack only what they remove.
 With the `stub://` broker the DLQ lives in memory (the demo without RabbitMQ).
+
+At most one entry per scene: `publish` replaces the scene's earlier entry (the latest cause wins;
+`count`, `first_seen` and `last_seen` tell its history) and `discard_scenes` removes the entries of
+scenes that have since synced. Every scan of the queue holds the DLQ lock, an exclusive RabbitMQ queue
+`<prefix>.dlq.lock` that one connection at a time may declare and that disappears with its connection,
+so the workers of every host, `dlq list` and the CLI never see each other's half-read queue.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from pipeline.rabbit import close_quietly, connect
 from pipeline.stages import stage_named
 
 logger = logging.getLogger("stash2plex.dlq")
+LOCK_WAIT_SECONDS = 10.0
+RESOURCE_LOCKED = 405
 
 
 class DlqEntry(BaseModel):
@@ -43,7 +51,23 @@ class DlqEntry(BaseModel):
     first_failure: float | None = None
     last_failure: float | None = None
     dead_lettered_at: float = Field(default_factory=time.time)
+    count: int = 1
+    first_seen: float | None = None
+    last_seen: float | None = None
     job: dict[str, Any]
+
+    def model_post_init(self, _context: Any) -> None:
+        self.first_seen = self.first_seen or self.dead_lettered_at
+        self.last_seen = self.last_seen or self.dead_lettered_at
+
+    def replacing(self, earlier: list[DlqEntry]) -> DlqEntry:
+        """This (latest) entry carrying the history of the scene's `earlier` entries: their count and first time."""
+        if not earlier:
+            return self
+        return self.model_copy(update={
+            "count": self.count + sum(e.count for e in earlier),
+            "first_seen": min([self.first_seen or self.dead_lettered_at, *(e.first_seen or e.dead_lettered_at for e in earlier)]),
+        })
 
     @classmethod
     def for_job(cls, job: Job, stage: str, reason: str) -> DlqEntry:
@@ -62,11 +86,16 @@ Predicate = Callable[[DlqEntry], bool]
 
 
 class DeadLetterQueue(Protocol):
-    def publish(self, entry: DlqEntry) -> None: ...
+    def publish(self, entry: DlqEntry) -> DlqEntry: ...
     def entries(self, limit: int | None = None) -> list[DlqEntry]: ...
     def remove(self, predicate: Predicate, action: Callable[[DlqEntry], None] | None = None) -> list[DlqEntry]: ...
     def count(self) -> int: ...
     def close(self) -> None: ...
+
+
+def discard_scenes(dlq: DeadLetterQueue, scene_ids: set[str]) -> list[DlqEntry]:
+    """Remove the entries of these scenes (they have synced since); returns what was removed."""
+    return dlq.remove(lambda entry: entry.scene_id in scene_ids) if scene_ids else []
 
 
 class MemoryDeadLetterQueue:
@@ -76,9 +105,12 @@ class MemoryDeadLetterQueue:
         self._entries: list[DlqEntry] = []
         self._lock = threading.Lock()
 
-    def publish(self, entry: DlqEntry) -> None:
+    def publish(self, entry: DlqEntry) -> DlqEntry:
         with self._lock:
-            self._entries.append(entry)
+            earlier = [e for e in self._entries if e.scene_id == entry.scene_id]
+            merged = entry.replacing(earlier)
+            self._entries = [e for e in self._entries if e.scene_id != entry.scene_id] + [merged]
+            return merged
 
     def entries(self, limit: int | None = None) -> list[DlqEntry]:
         with self._lock:
@@ -106,12 +138,13 @@ def dlq_arguments(settings: Settings) -> dict[str, Any]:
 
 
 class RabbitDeadLetterQueue:
-    """The DLQ on RabbitMQ, with one pika connection per thread that reconnects after a broker restart."""
+    """The DLQ on RabbitMQ. Each operation opens its own short connection (dead letters are rare), takes
+    the DLQ lock for scans, and closes it afterwards: what was read and not acked goes back in order."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.name = settings.dlq_name
-        self._local = threading.local()
+        self.lock_name = f"{settings.dlq_name}.lock"
 
     def _open(self) -> tuple[Any, Any]:
         import pika.exceptions
@@ -131,82 +164,100 @@ class RabbitDeadLetterQueue:
         channel.confirm_delivery()
         return connection, channel
 
-    def _with_channel(self, work: Callable[[Any], Any]) -> Any:
-        """Run `work(channel)` on this thread's channel; reconnect once if the connection died."""
+    def _take_lock(self, connection: Any) -> None:
+        """Declare the exclusive lock queue on `connection`, waiting while another connection holds it."""
         import pika.exceptions
 
-        for attempt in (1, 2):
-            if getattr(self._local, "channel", None) is None or self._local.channel.is_closed:
-                self._local.connection, self._local.channel = self._open()
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
             try:
-                return work(self._local.channel)
-            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError, pika.exceptions.StreamLostError):
-                self.close()
-                if attempt == 2:
+                connection.channel().queue_declare(self.lock_name, exclusive=True, auto_delete=True)
+                return
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != RESOURCE_LOCKED:
                     raise
-        return None
+            if time.monotonic() > deadline:
+                log_event(logger, "dlq_lock_timeout", level=logging.WARNING, queue=self.lock_name,
+                          waited_s=LOCK_WAIT_SECONDS, fix="a stuck client holds the DLQ lock; its connection ends it")
+                return
+            connection.sleep(0.02)
+
+    def _locked(self, work: Callable[[Any], Any]) -> Any:
+        """`work(channel)` on a fresh connection that holds the DLQ lock; closed afterwards."""
+        connection, channel = self._open()
+        try:
+            self._take_lock(connection)
+            return work(channel)
+        finally:
+            close_quietly(connection)  # releases the lock; unacked messages return to the queue in their order
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        self._local.connection = self._local.channel = None
-        close_quietly(connection)
+        return None  # no connection outlives an operation
 
-    def publish(self, entry: DlqEntry) -> None:
-        import pika
-
-        body = entry.model_dump_json().encode()
-        properties = pika.BasicProperties(delivery_mode=2, content_type="application/json", message_id=entry.id,
-                                          headers={"scene_id": entry.scene_id, "error_class": entry.error_class,
-                                                   "stage": entry.stage})
-        self._with_channel(lambda ch: ch.basic_publish("", self.name, body, properties, mandatory=True))
-
-    def _scan(self, channel: Any, visit: Callable[[Any, DlqEntry], bool]) -> None:
-        """Fetch every message unacked; `visit` returns True to ack (remove) it. The rest go back."""
+    def _scan(self, channel: Any) -> list[tuple[int, DlqEntry]]:
+        """Every entry with its delivery tag, fetched unacked (the caller acks what it removes)."""
+        held: list[tuple[int, DlqEntry]] = []
         while True:
             method, _properties, body = channel.basic_get(self.name, auto_ack=False)
             if method is None:
-                break
+                return held
             try:
-                entry = DlqEntry.model_validate(json.loads(body))
+                held.append((method.delivery_tag, DlqEntry.model_validate(json.loads(body))))
             except ValueError:
                 continue  # not ours: leave it for a person to look at in the management UI
-            if visit(method, entry):
-                channel.basic_ack(method.delivery_tag)
 
-    def _on_fresh_channel(self, work: Callable[[Any], Any]) -> Any:
-        connection, channel = self._open()
+    def _publish_on(self, channel: Any, entry: DlqEntry) -> None:
+        import pika
+
+        properties = pika.BasicProperties(delivery_mode=2, content_type="application/json", message_id=entry.id,
+                                          headers={"scene_id": entry.scene_id, "error_class": entry.error_class,
+                                                   "stage": entry.stage, "count": entry.count})
+        channel.basic_publish("", self.name, entry.model_dump_json().encode(), properties, mandatory=True)
+
+    def publish(self, entry: DlqEntry) -> DlqEntry:
+        """Publish `entry` (confirmed), then remove the scene's earlier entries it replaces."""
+        def work(channel: Any) -> DlqEntry:
+            earlier = [(tag, e) for tag, e in self._scan(channel) if e.scene_id == entry.scene_id]
+            merged = entry.replacing([e for _, e in earlier])
+            self._publish_on(channel, merged)  # first the new entry: a crash here leaves a duplicate, never nothing
+            for tag, _ in earlier:
+                channel.basic_ack(tag)
+            return merged
+
+        return self._with_retry(lambda: self._locked(work))
+
+    def _with_retry(self, operation: Callable[[], Any]) -> Any:
+        """Once more on a new connection if RabbitMQ dropped this one (a broker restart)."""
+        import pika.exceptions
+
         try:
-            return work(channel)
-        finally:
-            close_quietly(connection)  # unacked messages return to the queue in their order
+            return operation()
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError, pika.exceptions.StreamLostError):
+            return operation()
 
     def entries(self, limit: int | None = None) -> list[DlqEntry]:
-        found: list[DlqEntry] = []
-
-        def visit(_method: Any, entry: DlqEntry) -> bool:
-            if limit is None or len(found) < limit:
-                found.append(entry)
-            return False
-
-        self._on_fresh_channel(lambda ch: self._scan(ch, visit))
-        return found
+        found = [entry for _, entry in self._locked(self._scan)]
+        return found[:limit] if limit is not None else found
 
     def remove(self, predicate: Predicate, action: Callable[[DlqEntry], None] | None = None) -> list[DlqEntry]:
-        taken: list[DlqEntry] = []
+        def work(channel: Any) -> list[DlqEntry]:
+            taken: list[DlqEntry] = []
+            for tag, entry in self._scan(channel):
+                if predicate(entry):
+                    if action is not None:
+                        action(entry)  # e.g. re-send it: only then is it acked away
+                    channel.basic_ack(tag)
+                    taken.append(entry)
+            return taken
 
-        def visit(_method: Any, entry: DlqEntry) -> bool:
-            if not predicate(entry):
-                return False
-            if action is not None:
-                action(entry)  # e.g. re-send it: only then is it acked away
-            taken.append(entry)
-            return True
-
-        self._on_fresh_channel(lambda ch: self._scan(ch, visit))
-        return taken
+        return list(self._locked(work))
 
     def count(self) -> int:
-        return int(self._on_fresh_channel(lambda ch: ch.queue_declare(self.name, passive=True).method.message_count))
+        connection, channel = self._open()
+        try:
+            return int(channel.queue_declare(self.name, passive=True).method.message_count)
+        finally:
+            close_quietly(connection)
 
 
 def make_dlq(settings: Settings) -> DeadLetterQueue:
