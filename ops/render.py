@@ -106,10 +106,12 @@ def diff_table(diffs: Mapping[str, Mapping[str, tuple[Any, Any]]]) -> Table:
 
 
 def dlq_table(entries: list[dict[str, Any]], total: int) -> Table:
-    rows = [[e["id"], e["scene_id"], e["stage"], e["error_class"], str(e["attempts"]), human_age(e["age_seconds"]),
-             short(e["message"], 70)] for e in entries]
+    now = time.time()
+    rows = [[e["id"], e["scene_id"], e["stage"], e["error_class"], str(e["count"]), str(e["attempts"]),
+             human_age(now - e["first_seen"]), human_age(e["age_seconds"]), short(e["message"], 60)] for e in entries]
     shown = f" ({len(entries)} of {total})" if len(entries) < total else f" ({total})"
-    return table(f"Dead-lettered scenes{shown}", ["id", "scene", "stage", "error class", "attempts", "age", "message"], rows)
+    return table(f"Dead-lettered scenes, one entry each, latest cause{shown}",
+                 ["id", "scene", "stage", "error class", "times", "attempts", "first seen", "last seen", "message"], rows)
 
 
 def status_tables(status: dict[str, Any]) -> list[Any]:
