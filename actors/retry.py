@@ -126,12 +126,13 @@ class RetryPolicy(Middleware):
     def dead_letter(self, job: Job, stage: str, reason: str) -> None:
         from actors import metrics
 
-        entry = self.runtime.dlq().publish(DlqEntry.for_job(job, stage, reason))  # replaces the scene's earlier entry
-        self.runtime.dlq_scenes.add(job.scene_id)
+        entry = DlqEntry.for_job(job, stage, reason)
+        self.runtime.dlq().publish(entry)  # the next tidy merges it with the scene's earlier entry
+        self.runtime.request_tidy()
         metrics.DEAD_LETTERS.labels(entry.error_class).inc()  # counted as soon as it is in the DLQ
         self.runtime.record_outcomes([(job, Outcome.DEAD_LETTER, f"{entry.error_class}: {entry.message}")])
         log_event(logger, "dead_letter", level=logging.ERROR, scene_id=job.scene_id, stage=stage,
-                  error_class=entry.error_class, reason=reason, times=entry.count)
+                  error_class=entry.error_class, reason=reason)
 
     def _retry_whole(self, broker: dramatiq.Broker, message: MessageProxy, exception: BaseException) -> None:
         """A maintenance actor failed: run it again later, up to its `max_retries` option."""

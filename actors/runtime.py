@@ -25,7 +25,7 @@ from actors.broker import build_broker
 from actors.retry import RetryPolicy
 from pipeline.breaker import BreakerState, CircuitBreaker
 from pipeline.config import Settings
-from pipeline.dlq import DeadLetterQueue, discard_scenes, make_dlq
+from pipeline.dlq import DeadLetterQueue, make_dlq
 from pipeline.errors import BrokerUnreachable, register_secrets
 from pipeline.logs import log_event
 from pipeline.models import Job, Outcome
@@ -33,7 +33,8 @@ from pipeline.sync import SyncEngine
 
 logger = logging.getLogger("stash2plex.runtime")
 Actor = dramatiq.Actor[..., None]
-DLQ_SCENES_MAX_AGE = 30.0
+TIDY_DEBOUNCE_SECONDS = 15.0
+TIDY_DELAY_SECONDS = 2.0
 CLEARS_DEAD_LETTER = (Outcome.UPDATED, Outcome.UNCHANGED, Outcome.SKIPPED)
 
 
@@ -57,41 +58,6 @@ class PerProcess:
         return made[1] if made is not None and made[0] == os.getpid() else None
 
 
-class DlqScenes:
-    """The scenes that have a DLQ entry, as this process last read them (at most `max_age` seconds ago).
-
-    A scene that syncs removes its entry (`clear`); reading the whole DLQ for every success would be
-    too dear, so the list is re-read at most every `max_age` seconds, and this process's own dead
-    letters are added at once. An entry another host wrote less than `max_age` seconds before the
-    scene synced here stays until that scene's next success.
-    """
-
-    def __init__(self, dlq: Callable[[], DeadLetterQueue], max_age: float = DLQ_SCENES_MAX_AGE) -> None:
-        self._dlq = dlq
-        self._max_age = max_age
-        self._lock = threading.Lock()
-        self._scenes: set[str] = set()
-        self._read_at = float("-inf")
-
-    def add(self, scene_id: str) -> None:
-        with self._lock:
-            self._scenes.add(scene_id)
-
-    def clear(self, scene_ids: list[str]) -> list[str]:
-        """Remove the DLQ entries of these scenes, if they have any; returns the scenes whose entry went."""
-        with self._lock:
-            if time.monotonic() - self._read_at > self._max_age:
-                dlq = self._dlq()
-                self._scenes = {entry.scene_id for entry in dlq.entries()} if dlq.count() else set()
-                self._read_at = time.monotonic()
-            listed = self._scenes.intersection(scene_ids)
-            if not listed:
-                return []
-            removed = {entry.scene_id for entry in discard_scenes(self._dlq(), listed)}
-            self._scenes -= listed
-            return sorted(removed)
-
-
 class Runtime:
     """Settings, broker and actors of one process, with the engine and DLQ they share."""
 
@@ -102,12 +68,8 @@ class Runtime:
         self.maintenance_actors: dict[str, Actor] = {}
         self._engine = PerProcess(self._make_engine)
         self._dlq = PerProcess(lambda: make_dlq(self.settings))
-        self._dlq_scenes = PerProcess(lambda: DlqScenes(self.dlq))
-
-    @property
-    def dlq_scenes(self) -> DlqScenes:
-        scenes: DlqScenes = self._dlq_scenes.get()
-        return scenes
+        self._next_tidy_at = float("-inf")  # monotonic time the last tidy this process asked for runs
+        self._tidy_lock = threading.Lock()
 
     # --- shared per process -------------------------------------------------------------------
     def engine(self) -> SyncEngine:
@@ -150,13 +112,24 @@ class Runtime:
         actor.send(scope, missing_only)
         return actor.queue_name
 
+    def request_tidy(self) -> None:
+        """Make sure a DLQ tidy (`tidy_dlq`) runs after now: within TIDY_DELAY_SECONDS, or, when this process
+        asked for one less than TIDY_DEBOUNCE_SECONDS ago, that long after the previous one."""
+        now = time.monotonic()
+        with self._tidy_lock:
+            if self._next_tidy_at > now:
+                return  # a tidy of ours is still to come, and it will see this change too
+            self._next_tidy_at = max(now + TIDY_DELAY_SECONDS, self._next_tidy_at + TIDY_DEBOUNCE_SECONDS)
+            delay = self._next_tidy_at - now
+        self.maintenance_actors["tidy_dlq"].send_with_options(delay=int(delay * 1000))
+
     def record_outcomes(self, outcomes: list[tuple[Job, Outcome, str]]) -> None:
-        """Final outcomes: into the state file (for `status` and `sync --wait`) and the metrics; a scene that
-        synced (or is skipped on purpose) loses its DLQ entry."""
+        """Final outcomes: into the state file (for `status` and `sync --wait`) and the metrics; scenes that
+        synced (or are skipped on purpose) are noted for the DLQ tidy, which removes their entries."""
         from actors import metrics
 
         self.engine().record(outcomes)
-        self._clear_dead_letters([job.scene_id for job, outcome, _ in outcomes if outcome in CLEARS_DEAD_LETTER])
+        self._note_synced([job.scene_id for job, outcome, _ in outcomes if outcome in CLEARS_DEAD_LETTER])
         for job, outcome, _detail in outcomes:
             metrics.SCENES.labels(outcome.value).inc()
             if outcome == Outcome.SKIPPED and job.skip_reason:
@@ -164,20 +137,18 @@ class Runtime:
             if outcome == Outcome.UPDATED:
                 metrics.SYNC_LATENCY.observe(max(0.0, time.time() - job.origin_ts))
 
-    def _clear_dead_letters(self, scene_ids: list[str]) -> None:
+    def _note_synced(self, scene_ids: list[str]) -> None:
         import pika.exceptions
 
         if not scene_ids:
             return
         try:
-            cleared = self.dlq_scenes.clear(scene_ids)
+            self.dlq().note_synced(scene_ids, time.time())
+            self.request_tidy()
         except (BrokerUnreachable, OSError, pika.exceptions.AMQPError) as exc:
-            # The scenes synced; only their old entries stay until their next success.
-            log_event(logger, "dlq_clear_failed", level=logging.WARNING, scenes=len(scene_ids),
+            # The scenes synced; only old DLQ entries of theirs (if any) stay until their next success.
+            log_event(logger, "dlq_sync_note_failed", level=logging.WARNING, scenes=len(scene_ids),
                       error=f"{type(exc).__name__}: {exc}")
-            return
-        for scene_id in cleared:
-            log_event(logger, "dlq_entry_cleared", scene_id=scene_id, stage="dlq", reason="scene synced since")
 
     def close(self) -> None:
         """Close the broker's and the DLQ's connections of this process."""

@@ -80,6 +80,7 @@ def test_three_full_syncs_leave_only_the_ambiguous_scene_in_the_dlq_once(hosts, 
         wait_for(lambda: settled(queue_prefix, [data_dir], ids, since), timeout=90, message=f"full sync {run} settled")
         ended = outcomes([data_dir], since)
         assert ended[NO_FILE] == "skipped" and ended[AMBIGUOUS] == "dead_letter"
+    wait_for(lambda: len(dlq_entries(queue_prefix)) == 1, timeout=60, message="the workers' DLQ tidy")
     [entry] = dlq_entries(queue_prefix)
     assert entry.scene_id == AMBIGUOUS and entry.count == 3 and entry.error_class == "permanent"
     assert entry.first_seen < entry.last_seen
