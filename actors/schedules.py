@@ -36,7 +36,7 @@ RECONCILE_CRON = {"hourly": "5 * * * *", "daily": "30 3 * * *", "weekly": "30 3 
 def reconcile_now(runtime: Runtime, scope: str, missing_only: bool) -> int:
     """Compare Stash with Plex and enqueue the scenes that differ; returns how many were enqueued."""
     engine, settings = runtime.engine(), runtime.settings
-    report = Reconciler(settings, engine.stash, engine.plex, engine.store, engine.matcher).run(scope, missing_only=missing_only)
+    report = Reconciler(settings, engine.stash, engine.plex, engine.matcher).run(scope, missing_only=missing_only)
     ids = report.differing_ids
     for start in range(0, len(ids), settings.batch_size):
         runtime.send("fetch", [Job(scene_id=i, event="reconcile") for i in ids[start:start + settings.batch_size]])

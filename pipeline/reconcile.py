@@ -31,7 +31,6 @@ from pipeline.metadata import COVER_LABEL_PREFIX, desired_state, plan_actors, pl
 from pipeline.models import PlexItemState, StashScene
 from pipeline.plex import PlexClient
 from pipeline.stash import StashClient, iso_since
-from pipeline.state import StateStore
 
 SCOPE_SECONDS: dict[str, float | None] = {"all": None, "24h": 86400.0, "7d": 7 * 86400.0}
 
@@ -112,12 +111,10 @@ def synced_before(item: PlexItemState) -> bool:
 class Reconciler:
     """Compares pages of Stash scenes with their Plex items; every dependency is passed in."""
 
-    def __init__(self, settings: Settings, stash: StashClient, plex: PlexClient, store: StateStore,
-                 matcher: Matcher) -> None:
+    def __init__(self, settings: Settings, stash: StashClient, plex: PlexClient, matcher: Matcher) -> None:
         self.settings = settings
         self.stash = stash
         self.plex = plex
-        self.store = store
         self.matcher = matcher
 
     def run(self, scope: str = "all", *, missing_only: bool = False,
