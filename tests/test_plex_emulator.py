@@ -13,6 +13,7 @@ import plexapi
 import pytest
 import requests
 from plexapi.exceptions import BadRequest, NotFound, Unauthorized
+from plexapi.mixins import EditTagsMixin
 from plexapi.server import PlexServer
 
 from tests.emulators.plex import PlexEmulator
@@ -171,18 +172,34 @@ def test_genre_removal_removes_named_tags(plex: PlexServer, emulator: PlexEmulat
     assert emulator.item(1001)["genres"] == ["Drama", "Sci-Fi", "Noir", "Indie"]
 
 
-def test_actors_with_roles_and_thumbs_round_trip(plex: PlexServer) -> None:
+def test_actors_with_roles_round_trip(plex: PlexServer) -> None:
     item = plex.fetchItem(1002)
     item.edit(**{
-        "actor[0].tag.tag": "Ann Lee", "actor[0].tagging.text": "Detective", "actor[0].tag.thumb": "http://img/a.jpg",
-        "actor[1].tag.tag": "Bo Chen", "actor[1].tagging.text": "Witness", "actor[1].tag.thumb": "http://img/b.jpg",
+        "actor[0].tag.tag": "Ann Lee", "actor[0].tagging.text": "Detective",
+        "actor[1].tag.tag": "Bo Chen", "actor[1].tagging.text": "Witness",
         "actor.locked": 1,
     })
     item.reload()
-    assert [(r.tag, r.role, r.thumb) for r in item.roles] == [
-        ("Ann Lee", "Detective", "http://img/a.jpg"),
-        ("Bo Chen", "Witness", "http://img/b.jpg"),
-    ]
+    assert [(r.tag, r.role) for r in item.roles] == [("Ann Lee", "Detective"), ("Bo Chen", "Witness")]
+
+
+def test_an_undocumented_actor_photo_parameter_is_ignored_and_the_photo_kept(plex: PlexServer, emulator: PlexEmulator) -> None:
+    plex.fetchItem(1001).edit(**{"actor[0].tag.tag": "Jane Doe", "actor[0].tag.thumb": "http://img/new.jpg",
+                                 "actor[1].tag.tag": "New Face", "actor[1].tag.thumb": "http://img/face.jpg"})
+    assert [(a["tag"], a["thumb"]) for a in emulator.item(1001)["actors"]] == [
+        ("Jane Doe", "http://img/jane.jpg"), ("New Face", None)]
+
+
+def test_the_complete_list_and_a_removal_in_one_edit_keep_the_list_and_drop_the_named(plex: PlexServer, emulator: PlexEmulator) -> None:
+    removal = EditTagsMixin._tagHelper("genre", ["Comedy", "Rock & Roll"], remove=True)
+    plex.fetchItem(1001).edit(**{"genre[0].tag.tag": "Drama", "genre[1].tag.tag": "Sci-Fi", **removal})
+    assert emulator.item(1001)["genres"] == ["Drama", "Sci-Fi"]
+
+
+def test_genre_removal_of_a_name_with_a_comma_removes_only_that_name(plex: PlexServer, emulator: PlexEmulator) -> None:
+    plex.fetchItem(1002).edit(**{"genre[0].tag.tag": "Dark, Funny", "genre[1].tag.tag": "Dark", "genre.locked": 1})
+    plex.fetchItem(1002).removeGenre(["Dark, Funny"])
+    assert emulator.item(1002)["genres"] == ["Dark"]
 
 
 # --- images, refresh, scans ----------------------------------------------------------------------

@@ -15,7 +15,9 @@ Emulated (enough for plexapi's `PlexServer`, `library`, `section.all()/search()`
   left out of a batch; a single unknown key is 404.
 - `PUT /library/sections/{sid}/all?id=...`: the edit, atomic over all ids (validated first). Scalar
   `{field}.value`, `{field}.locked`, tag lists `{kind}[i].tag.tag` (REPLACES the whole list, the real
-  Plex trap), `actor[i].tagging.text` / `actor[i].tag.thumb`, removals `{kind}[].tag.tag-=a,b`.
+  Plex trap), `actor[i].tagging.text` (role), removals `{kind}[].tag.tag-=a,b` (each name quoted, as
+  plexapi's `_tagHelper` sends it). Parameters no reference documents, such as `actor[i].tag.thumb`,
+  are ignored as Plex ignores unknown parameters: an actor keeps the photo it had.
   Each edit bumps the item's `updatedAt` (strictly increasing per item) and answers 200, empty body.
 - `POST /library/metadata/{rk}/posters` (and `/arts`): raw bytes (stored as sha256) or `?url=`.
 - `PUT /library/metadata/{rk}/refresh`; `GET /library/sections/{sid|all}/refresh[?path=P]` makes
@@ -94,7 +96,7 @@ PARTIAL_TAG_LIMITS: dict[str, int] = {"genre": 3, "director": 2, "writer": 2, "c
 
 SORT_FIELDS = frozenset({"addedAt", "updatedAt", "titleSort", "title", "ratingKey"})
 
-_TAG_PARAM = re.compile(r"^(?P<kind>[a-z]+)\[(?P<index>\d*)\]\.(?P<attr>tag\.tag-?|tagging\.text|tag\.thumb)$")
+_TAG_PARAM = re.compile(r"^(?P<kind>[a-z]+)\[(?P<index>\d*)\]\.(?P<attr>tag\.tag-?|tagging\.text)$")
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -151,7 +153,6 @@ class EditPlan:
     locks: dict[str, bool] = field(default_factory=dict)
     tag_names: dict[str, dict[int, str]] = field(default_factory=dict)  # kind -> index -> name
     actor_roles: dict[int, str] = field(default_factory=dict)
-    actor_thumbs: dict[int, str] = field(default_factory=dict)
     tag_removals: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -211,8 +212,6 @@ def _parse_tag_param(plan: EditPlan, kind: str, index: str, attr: str, raw: str)
         plan.tag_names.setdefault(kind, {})[position] = raw
     elif attr == "tagging.text" and kind == "actor":
         plan.actor_roles[position] = raw
-    elif attr == "tag.thumb" and kind == "actor":
-        plan.actor_thumbs[position] = raw
 
 
 def _tag_name(tag: Any) -> str:
@@ -683,7 +682,7 @@ class PlexEmulator(Emulator):
         old_thumbs = {actor["tag"]: actor.get("thumb") for actor in item[key]}
         item[key] = _dedupe(
             {"tag": name, "role": plan.actor_roles.get(index, ""),
-             "thumb": plan.actor_thumbs.get(index) or old_thumbs.get(name)}
+             "thumb": old_thumbs.get(name)}
             for index, name in ordered
         )
 
