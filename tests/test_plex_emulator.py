@@ -6,6 +6,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -77,6 +78,42 @@ def test_listing_reports_size_total_and_offset_for_query_param_paging(emulator: 
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/xml;charset=utf-8"
     assert 'size="2"' in response.text and 'totalSize="3"' in response.text and 'offset="1"' in response.text
+
+
+def listing_keys(emulator: PlexEmulator, **params: str) -> tuple[int, list[int]]:
+    """(totalSize, ratingKeys) of a raw listing with these query parameters."""
+    import xml.etree.ElementTree as ET
+
+    response = requests.get(f"{emulator.url}/library/sections/1/all", params={"X-Plex-Token": TOKEN, **params}, timeout=5)
+    response.raise_for_status()
+    root = ET.fromstring(response.content)
+    return int(root.get("totalSize", 0)), [int(v.get("ratingKey", 0)) for v in root]
+
+
+def test_added_at_filter_keeps_only_items_added_strictly_after(emulator: PlexEmulator) -> None:
+    added = emulator.item(1002)["addedAt"]
+    assert listing_keys(emulator, **{"addedAt>>": str(added - 1)}) == (2, [1002, 1003])
+
+
+def test_added_at_before_filter_and_the_total_counts_only_filtered_items(emulator: PlexEmulator) -> None:
+    added = emulator.item(1002)["addedAt"]
+    assert listing_keys(emulator, **{"addedAt<<": str(added), "X-Plex-Container-Size": "0"}) == (1, [])
+
+
+def test_a_relative_added_at_filter_is_relative_to_now(emulator: PlexEmulator) -> None:
+    emulator.add_item(make_plex_item(9, 1009, "/data/videos/new.mp4") | {"addedAt": int(time.time())})
+    assert listing_keys(emulator, **{"addedAt>>": "-1h"})[1] == [1009]
+
+
+def test_a_malformed_date_filter_is_a_bad_request(emulator: PlexEmulator) -> None:
+    response = requests.get(f"{emulator.url}/library/sections/1/all",
+                            params={"X-Plex-Token": TOKEN, "addedAt>>": "yesterday"}, timeout=5)
+    assert response.status_code == 400
+
+
+def test_listed_items_counts_what_listings_returned(emulator: PlexEmulator) -> None:
+    listing_keys(emulator, **{"X-Plex-Container-Size": "2"})
+    assert emulator.listed_items == 2
 
 
 def test_listing_items_are_partial(plex: PlexServer) -> None:

@@ -6,10 +6,13 @@ Emulated (enough for plexapi's `PlexServer`, `library`, `section.all()/search()`
 - `GET /`, `GET /identity`, `GET /library`, `GET /library/sections[/]`.
 - `GET /library/sections/{sid}/all`: listing with `sort` (`addedAt`, `updatedAt`, `titleSort`/`title`,
   `ratingKey`, each with an optional `:desc`; none means ratingKey order), a case-insensitive `title`
-  substring filter, `type` (only 1, movies, has items) and paging through the `X-Plex-Container-Start` /
-  `X-Plex-Container-Size` request headers or query parameters. Listed items are PARTIAL like real Plex:
-  at most 3 Genre, 2 Director/Writer/Country, 1 Collection, 3 Role (tag only), no Label/Producer/Mood/
-  Style, no Field locks. Other filters (`updatedAt>>=...`, `includeGuids`, ...) are ignored.
+  substring filter, the date filters `addedAt>>=`/`addedAt<<=`/`updatedAt>>=`/`updatedAt<<=` (strictly
+  after / before; an epoch or a relative `-30d`, `-2h`..., as plexapi's `search(filters=...)` sends
+  them; `totalSize` counts the filtered items), `type` (only 1, movies, has items) and paging through
+  the `X-Plex-Container-Start` / `X-Plex-Container-Size` request headers or query parameters. Listed
+  items are PARTIAL like real Plex: at most 3 Genre, 2 Director/Writer/Country, 1 Collection, 3 Role
+  (tag only), no Label/Producer/Mood/Style, no Field locks. Other parameters (`includeGuids`, ...)
+  are ignored. `listed_items` counts the items every listing returned (what a listing costs).
 - `GET /library/metadata/{rk}` and `/library/metadata/{rk1},{rk2},...`: FULL items (every tag, Role with
   role and thumb, `<Field name=... locked="1"/>` per lock, one Media/Part per file). Unknown keys are
   left out of a batch; a single unknown key is 404.
@@ -96,6 +99,9 @@ PARTIAL_TAG_LIMITS: dict[str, int] = {"genre": 3, "director": 2, "writer": 2, "c
 
 SORT_FIELDS = frozenset({"addedAt", "updatedAt", "titleSort", "title", "ratingKey"})
 
+_DATE_FILTER = re.compile(r"^(?P<field>addedAt|updatedAt)(?P<op>>>|<<)$")
+_RELATIVE_DATE = re.compile(r"^-(?P<count>\d+)(?P<unit>[smhdwy])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _TAG_PARAM = re.compile(r"^(?P<kind>[a-z]+)\[(?P<index>\d*)\]\.(?P<attr>tag\.tag-?|tagging\.text)$")
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -331,6 +337,7 @@ class PlexEmulator(Emulator):
         self._tag_ids: dict[tuple[str, str], int] = {}
         self._order_cache: dict[tuple[Any, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._versions = {"items": 0, "titles": 0, "updated": 0}
+        self.listed_items = 0
         for item in items or []:
             self.add_item(item)
 
@@ -395,6 +402,11 @@ class PlexEmulator(Emulator):
     def poster_uploads(self) -> list[Request]:
         """Every poster POST seen; `param('url')` is the URL form, `body` the bytes form."""
         return self._requests_of("POST", "poster")
+
+    def reset_requests(self) -> None:
+        super().reset_requests()
+        with self._lock:
+            self.listed_items = 0
 
     def _requests_of(self, method: str, kind: str) -> list[Request]:
         with self._record_lock:
@@ -497,13 +509,18 @@ class PlexEmulator(Emulator):
         start, size = paging(request)
         sort_field, descending = parse_sort(request.param("sort"))
         title_filter = (request.param("title") or "").casefold()
+        date_filters = parse_date_filters(request.query)
         wanted_type = request.param("type")
         with self._lock:
             if wanted_type not in (None, "", "1"):
                 keys: list[int] = []
             else:
                 keys = self._ordered_keys(section["key"], sort_field, descending, title_filter)
+            if date_filters:
+                items = self._items
+                keys = [key for key in keys if all(check(items[key]) for check in date_filters)]
             page = keys[start:] if size is None else keys[start:start + size]
+            self.listed_items += len(page)
             root = self._container(len(page), section, totalSize=len(keys), offset=start)
             for rating_key in page:
                 root.append(self._video(self._items[rating_key], full=False))
@@ -770,6 +787,32 @@ def _int_param(request: Request, name: str) -> int | None:
     if value < 0:
         raise HttpError(400)
     return value
+
+
+def parse_date_filters(query: Iterable[tuple[str, str]]) -> list[Callable[[dict[str, Any]], bool]]:
+    """`addedAt>>=1700000000` (after), `updatedAt<<=-2d` (before two days ago): one check per filter."""
+    checks: list[Callable[[dict[str, Any]], bool]] = []
+    for key, raw in query:
+        found = _DATE_FILTER.match(key)
+        if found is None:
+            continue
+        bound = _date_value(raw)
+        name = found["field"]
+        if found["op"] == ">>":
+            checks.append(lambda item, name=name, bound=bound: item[name] > bound)
+        else:
+            checks.append(lambda item, name=name, bound=bound: item[name] < bound)
+    return checks
+
+
+def _date_value(raw: str) -> int:
+    relative = _RELATIVE_DATE.match(raw)
+    if relative:
+        return int(time.time()) - int(relative["count"]) * _UNIT_SECONDS[relative["unit"]]
+    try:
+        return int(raw)
+    except ValueError:
+        raise HttpError(400) from None
 
 
 def parse_sort(raw: str | None) -> tuple[str, bool]:
