@@ -796,13 +796,14 @@ def parse_date_filters(query: Iterable[tuple[str, str]]) -> list[Callable[[dict[
         found = _DATE_FILTER.match(key)
         if found is None:
             continue
-        bound = _date_value(raw)
-        name = found["field"]
-        if found["op"] == ">>":
-            checks.append(lambda item, name=name, bound=bound: item[name] > bound)
-        else:
-            checks.append(lambda item, name=name, bound=bound: item[name] < bound)
+        checks.append(_date_check(found["field"], found["op"] == ">>", _date_value(raw)))
     return checks
+
+
+def _date_check(name: str, after: bool, bound: int) -> Callable[[dict[str, Any]], bool]:
+    if after:
+        return lambda item: int(item[name]) > bound
+    return lambda item: int(item[name]) < bound
 
 
 def _date_value(raw: str) -> int:
