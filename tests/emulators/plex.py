@@ -40,7 +40,9 @@ Faults (401/404/429/5xx/stalls) come from the base class's `faults`; `go_down()`
 connections, and this emulator also drops open keep-alive connections on `go_down()` so that a client's
 pooled connection sees the outage too.
 
-CLI: `python -m tests.emulators.plex --port N [--fixture FILE.json | --items N] [--token T]`.
+CLI: `python -m tests.emulators.plex --port N [--fixture FILE.json | --items N] [--token T]
+[--scanned-at EPOCH [--scan-seconds S]] [--pending-every K --pending-limit M]` (a freshly scanned
+library, and items a later section scan reveals).
 """
 
 from __future__ import annotations
@@ -843,7 +845,18 @@ def build_from_args(args: argparse.Namespace) -> PlexEmulator:
         from .sample_data import make_dataset
 
         items = make_dataset(args.items).plex_items
-    return PlexEmulator(items=items, token=args.token, sections=sections, port=args.port)
+    if args.scanned_at:
+        # A freshly scanned library: every item added within the scan's last `scan_seconds`.
+        for position, item in enumerate(items):
+            item["addedAt"] = item["updatedAt"] = args.scanned_at - args.scan_seconds + position * args.scan_seconds // len(items)
+    pending = [item for n, item in enumerate(items, start=1)
+               if args.pending_every and n % args.pending_every == 0 and n <= args.pending_limit]
+    pending_keys = {item["ratingKey"] for item in pending}
+    emulator = PlexEmulator(items=[item for item in items if item["ratingKey"] not in pending_keys],
+                            token=args.token, sections=sections, port=args.port)
+    for item in pending:
+        emulator.add_pending({**item, "ratingKey": 0})
+    return emulator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -853,6 +866,12 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--fixture", help='JSON file {"items": [...], "sections": [...]}')
     source.add_argument("--items", type=int, default=0, help="serve make_dataset(N).plex_items")
     parser.add_argument("--token", default="plex-test-token")
+    parser.add_argument("--scanned-at", type=int, default=0,
+                        help="epoch: make the library freshly scanned, every item added within --scan-seconds before it")
+    parser.add_argument("--scan-seconds", type=int, default=60)
+    parser.add_argument("--pending-every", type=int, default=0,
+                        help="every Nth item (up to --pending-limit) is not scanned yet: a section scan reveals it")
+    parser.add_argument("--pending-limit", type=int, default=0)
     args = parser.parse_args(argv)
 
     stopping = threading.Event()
