@@ -9,8 +9,8 @@ Only parameter forms python-plexapi documents are sent (`plexapi/mixins/edit.py`
 `{kind}[i].tag.tag` for the complete list, `{kind}[].tag.tag-` for removals (each name quoted with
 `urllib.parse.quote`, joined by commas; the whole value is quoted again when the URL is built) and
 `{kind}.locked`. Actor photos are NOT sent: no reference documents a parameter for them (the old
-`actor[i].tag.thumb` is not in plexapi nor in the community Plex API description), so Plex keeps the
-photos its agent gave its actors and `performer_thumbs` has no effect (see README).
+`actor[i].tag.thumb` appears nowhere in plexapi, and issue #12 found it in no other reference), so
+Plex keeps the photos its agent gave its actors and `performer_thumbs` has no effect (see README).
 """
 
 from __future__ import annotations
