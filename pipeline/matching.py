@@ -24,6 +24,7 @@ logger = logging.getLogger("stash2plex.matching")
 
 REFRESH_COOLDOWN_SECONDS = 30.0  # at most one refresh per this many seconds, for all processes of a host
 REFRESH_WAIT_SECONDS = 10.0  # how long a miss waits for a refresh another process is running
+BUILD_WAIT_SECONDS = 300.0  # how long a process waits for the build another process is running
 REFRESH_PAGE = 100
 WATERMARK_SLACK_SECONDS = 120  # items Plex shows late with an older addedAt (scan commits) are still found
 
@@ -57,9 +58,10 @@ def _common_tail(a: str, b: str) -> int:
 class PathIndex:
     """Every Plex Media Part path -> ratingKey, persisted in the state store (shared by a host's processes).
 
-    Built once with one paged listing per section (500 items a page), rebuilt in full by the daily
-    schedule to forget deleted items, and refreshed when a lookup misses, at most once per
-    `REFRESH_COOLDOWN_SECONDS` for every process of the host (the claim is in `state.db`).
+    Built once with one paged listing per section (500 items a page, by one process of the host while
+    the others wait for it), rebuilt in full by the daily schedule to forget deleted items, and
+    refreshed when a lookup misses, at most once per `REFRESH_COOLDOWN_SECONDS` for every process of
+    the host (the claim is in `state.db`).
 
     A refresh costs O(new items), not O(library): Plex lists only the items added since the
     watermark minus `WATERMARK_SLACK_SECONDS` (`addedAt>>=`, filtered by Plex), newest first, and
@@ -75,12 +77,31 @@ class PathIndex:
         self._lock = threading.Lock()
 
     def ensure_built(self) -> None:
-        """Build the index of any section that has none yet (once per installation, then persisted)."""
-        known = self.store.sections()
-        if all(known.get(s.id, {}).get("built_at") for s in self.plex.sections()):
+        """Build the index of any section that has none yet (once per installation, then persisted).
+
+        One process of the host builds; the others wait for its build (up to `BUILD_WAIT_SECONDS`,
+        then they build themselves). A build does not start the refresh cooldown: the index is new.
+        """
+        if self._built():
             return
         with self._lock:
-            self._build_missing()
+            if self._built():
+                return
+            claimed = self.store.claim_index_refresh(REFRESH_COOLDOWN_SECONDS)
+            if not claimed:
+                self._wait_for_other_refresh(BUILD_WAIT_SECONDS)
+                if self._built():
+                    return
+            try:
+                self._build_missing()
+            finally:
+                if claimed:
+                    self.store.finish_index_refresh()
+                    self.store.release_index_refresh()
+
+    def _built(self) -> bool:
+        known = self.store.sections()
+        return all(known.get(s.id, {}).get("built_at") for s in self.plex.sections())
 
     def _build_missing(self) -> None:
         known = self.store.sections()
@@ -127,8 +148,8 @@ class PathIndex:
             finally:
                 self.store.finish_index_refresh()
 
-    def _wait_for_other_refresh(self) -> None:
-        deadline = time.monotonic() + REFRESH_WAIT_SECONDS
+    def _wait_for_other_refresh(self, seconds: float = REFRESH_WAIT_SECONDS) -> None:
+        deadline = time.monotonic() + seconds
         while self.store.index_refresh_running() and time.monotonic() < deadline:
             time.sleep(0.05)
 

@@ -136,3 +136,23 @@ def test_expect_news_lets_the_next_miss_refresh_within_the_cooldown(built: Match
     add_new_item(plex, LIBRARY + 1, SCANNED_AT + 5)
     assert built.match("new", [path_of(LIBRARY + 1)]).rating_key == 50_000 + LIBRARY + 1
     assert plex.request_counts["GET listing"] == 2
+
+
+def test_processes_starting_together_build_the_index_once(settings: Settings, plex: PlexEmulator) -> None:
+    import threading
+
+    from tests.conftest import wait_for
+
+    first, second = matcher_for(settings), matcher_for(settings)
+    builder = threading.Thread(target=first.index.ensure_built)
+    builder.start()
+    wait_for(lambda: first.index.store.index_refresh_running() or plex.request_counts["GET listing"] > 0,
+             timeout=10, interval=0.005, message="the first build to start")
+    assert second.match("2", [path_of(2)]).rating_key == 1002  # waited for the first build, then looked up
+    builder.join(timeout=30)
+    assert plex.request_counts["GET listing"] == LIBRARY // 500  # one paged build for both
+
+
+def test_a_miss_right_after_the_build_refreshes_at_once(built: Matcher, plex: PlexEmulator) -> None:
+    add_new_item(plex, LIBRARY + 1, SCANNED_AT + 5)
+    assert built.match("new", [path_of(LIBRARY + 1)]).rating_key == 50_000 + LIBRARY + 1

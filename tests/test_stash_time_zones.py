@@ -1,4 +1,4 @@
-""""Updated since" against a Stash that runs in another time zone (UTC-8, UTC+9), over real HTTP.
+"""Updated-since listings against a Stash that runs in another time zone (UTC-8, UTC+9), over real HTTP.
 
 Stash keeps `updated_at` as local-time text and compares the filter value with it as text, so a
 UTC cut-off misses recent edits west of UTC and takes in older ones east of it (the emulator does
