@@ -284,10 +284,10 @@ def run_fresh_scan(args: argparse.Namespace, workdir: Path, library: int) -> lis
                                                            "--pending-every", "30", "--pending-limit", str(args.scenes)])
     stash_proc, stash_url = start_emulator("stash", args.scenes)
     prefix = f"bench{uuid.uuid4().hex[:6]}"
-    data_dir = workdir / f"data-fresh-{library}"
+    data_dir = workdir / f"data-fresh-{library}-{prefix}"
     env = emulator_env(plex_url, stash_url, data_dir, queue_prefix=prefix, broker_url=BROKER_URL)
     env.update({"dramatiq_prom_db": str(prom), "STASH2PLEX_METRICS_PORT": str(metrics_port)})
-    worker = dramatiq_workers("actors", env, args.processes, args.threads, workdir / f"worker-fresh-{library}.log")
+    worker = dramatiq_workers("actors", env, args.processes, args.threads, workdir / f"worker-fresh-{library}-{prefix}.log")
     broker = RabbitmqBroker(url=BROKER_URL, confirm_delivery=True)
     try:
         with TreeRss(worker.pid) as rss:
