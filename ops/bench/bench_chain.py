@@ -310,7 +310,7 @@ def run_fresh_scan(args: argparse.Namespace, workdir: Path, library: int) -> lis
         bulk_requests = (after - before) / max(done, 1)
         with_build = after / max(done + 1, 1)
         return [f"{library:,}", f"{args.scenes:,}", f"{rate:,.0f}{'' if finished else ' (NOT FINISHED)'}",
-                f"{noop_rate:,.0f}", f"{rate / noop_rate:.2f}", f"{bulk_requests:.3f}", f"{with_build:.3f}",
+                f"{noop_rate:,.0f}", f"{rate / noop_rate:.3f}", f"{bulk_requests:.3f}", f"{with_build:.3f}",
                 f"{build_seconds:.1f} s", f"{rss.peak:.0f} MB", str(_depth(f"{prefix}.dlq"))]
     finally:
         broker.close()
