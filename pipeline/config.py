@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     sync_background: bool = False
     sync_collection: bool = True
     sync_rating: bool = False
-    performer_thumbs: bool = True
+    performer_thumbs: bool = True  # accepted, no effect: Plex documents no actor-photo edit (pipeline/metadata.py)
     max_tags: int = Field(100, ge=0, le=1000)
     dry_run: bool = False
 

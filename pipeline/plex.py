@@ -198,12 +198,20 @@ class PlexClient:
         return self._sections
 
     # --- reads -------------------------------------------------------------------------------
-    def iter_listing(self, section_id: int, sort: str = "addedAt:desc", page_size: int = LISTING_PAGE) -> Iterator[tuple[int, list[ListedItem]]]:
-        """(total, page) of a section's items with their file paths, newest first."""
+    def iter_listing(self, section_id: int, sort: str = "addedAt:desc", page_size: int = LISTING_PAGE,
+                     added_after: int | None = None) -> Iterator[tuple[int, list[ListedItem]]]:
+        """(total, page) of a section's items with their file paths, newest first.
+
+        `added_after` (epoch seconds) keeps only the items added later, filtered by Plex itself
+        (`addedAt>>=<epoch>`, the filter form plexapi's `search(filters={"addedAt>>": ...})` builds),
+        so `total` counts only those.
+        """
+        params: dict[str, str | int] = {"type": 1, "sort": sort, "includeGuids": 0, "checkFiles": 0}
+        if added_after is not None:
+            params["addedAt>>"] = int(added_after)
         start = 0
         while True:
-            root = self._request("listing", "GET", f"/library/sections/{section_id}/all",
-                                 params={"type": 1, "sort": sort, "includeGuids": 0, "checkFiles": 0},
+            root = self._request("listing", "GET", f"/library/sections/{section_id}/all", params=params,
                                  headers={"X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(page_size)})
             if root is None:
                 return

@@ -6,16 +6,21 @@ Emulated (enough for plexapi's `PlexServer`, `library`, `section.all()/search()`
 - `GET /`, `GET /identity`, `GET /library`, `GET /library/sections[/]`.
 - `GET /library/sections/{sid}/all`: listing with `sort` (`addedAt`, `updatedAt`, `titleSort`/`title`,
   `ratingKey`, each with an optional `:desc`; none means ratingKey order), a case-insensitive `title`
-  substring filter, `type` (only 1, movies, has items) and paging through the `X-Plex-Container-Start` /
-  `X-Plex-Container-Size` request headers or query parameters. Listed items are PARTIAL like real Plex:
-  at most 3 Genre, 2 Director/Writer/Country, 1 Collection, 3 Role (tag only), no Label/Producer/Mood/
-  Style, no Field locks. Other filters (`updatedAt>>=...`, `includeGuids`, ...) are ignored.
+  substring filter, the date filters `addedAt>>=`/`addedAt<<=`/`updatedAt>>=`/`updatedAt<<=` (strictly
+  after / before; an epoch or a relative `-30d`, `-2h`..., as plexapi's `search(filters=...)` sends
+  them; `totalSize` counts the filtered items), `type` (only 1, movies, has items) and paging through
+  the `X-Plex-Container-Start` / `X-Plex-Container-Size` request headers or query parameters. Listed
+  items are PARTIAL like real Plex: at most 3 Genre, 2 Director/Writer/Country, 1 Collection, 3 Role
+  (tag only), no Label/Producer/Mood/Style, no Field locks. Other parameters (`includeGuids`, ...)
+  are ignored. `listed_items` counts the items every listing returned (what a listing costs).
 - `GET /library/metadata/{rk}` and `/library/metadata/{rk1},{rk2},...`: FULL items (every tag, Role with
   role and thumb, `<Field name=... locked="1"/>` per lock, one Media/Part per file). Unknown keys are
   left out of a batch; a single unknown key is 404.
 - `PUT /library/sections/{sid}/all?id=...`: the edit, atomic over all ids (validated first). Scalar
   `{field}.value`, `{field}.locked`, tag lists `{kind}[i].tag.tag` (REPLACES the whole list, the real
-  Plex trap), `actor[i].tagging.text` / `actor[i].tag.thumb`, removals `{kind}[].tag.tag-=a,b`.
+  Plex trap), `actor[i].tagging.text` (role), removals `{kind}[].tag.tag-=a,b` (each name quoted, as
+  plexapi's `_tagHelper` sends it). Parameters no reference documents, such as `actor[i].tag.thumb`,
+  are ignored as Plex ignores unknown parameters: an actor keeps the photo it had.
   Each edit bumps the item's `updatedAt` (strictly increasing per item) and answers 200, empty body.
 - `POST /library/metadata/{rk}/posters` (and `/arts`): raw bytes (stored as sha256) or `?url=`.
 - `PUT /library/metadata/{rk}/refresh`; `GET /library/sections/{sid|all}/refresh[?path=P]` makes
@@ -35,7 +40,9 @@ Faults (401/404/429/5xx/stalls) come from the base class's `faults`; `go_down()`
 connections, and this emulator also drops open keep-alive connections on `go_down()` so that a client's
 pooled connection sees the outage too.
 
-CLI: `python -m tests.emulators.plex --port N [--fixture FILE.json | --items N] [--token T]`.
+CLI: `python -m tests.emulators.plex --port N [--fixture FILE.json | --items N] [--token T]
+[--scanned-at EPOCH [--scan-seconds S]] [--pending-every K --pending-limit M]` (a freshly scanned
+library, and items a later section scan reveals).
 """
 
 from __future__ import annotations
@@ -94,7 +101,10 @@ PARTIAL_TAG_LIMITS: dict[str, int] = {"genre": 3, "director": 2, "writer": 2, "c
 
 SORT_FIELDS = frozenset({"addedAt", "updatedAt", "titleSort", "title", "ratingKey"})
 
-_TAG_PARAM = re.compile(r"^(?P<kind>[a-z]+)\[(?P<index>\d*)\]\.(?P<attr>tag\.tag-?|tagging\.text|tag\.thumb)$")
+_DATE_FILTER = re.compile(r"^(?P<field>addedAt|updatedAt)(?P<op>>>|<<)$")
+_RELATIVE_DATE = re.compile(r"^-(?P<count>\d+)(?P<unit>[smhdwy])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_TAG_PARAM = re.compile(r"^(?P<kind>[a-z]+)\[(?P<index>\d*)\]\.(?P<attr>tag\.tag-?|tagging\.text)$")
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -151,7 +161,6 @@ class EditPlan:
     locks: dict[str, bool] = field(default_factory=dict)
     tag_names: dict[str, dict[int, str]] = field(default_factory=dict)  # kind -> index -> name
     actor_roles: dict[int, str] = field(default_factory=dict)
-    actor_thumbs: dict[int, str] = field(default_factory=dict)
     tag_removals: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -211,8 +220,6 @@ def _parse_tag_param(plan: EditPlan, kind: str, index: str, attr: str, raw: str)
         plan.tag_names.setdefault(kind, {})[position] = raw
     elif attr == "tagging.text" and kind == "actor":
         plan.actor_roles[position] = raw
-    elif attr == "tag.thumb" and kind == "actor":
-        plan.actor_thumbs[position] = raw
 
 
 def _tag_name(tag: Any) -> str:
@@ -332,6 +339,7 @@ class PlexEmulator(Emulator):
         self._tag_ids: dict[tuple[str, str], int] = {}
         self._order_cache: dict[tuple[Any, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._versions = {"items": 0, "titles": 0, "updated": 0}
+        self.listed_items = 0
         for item in items or []:
             self.add_item(item)
 
@@ -396,6 +404,11 @@ class PlexEmulator(Emulator):
     def poster_uploads(self) -> list[Request]:
         """Every poster POST seen; `param('url')` is the URL form, `body` the bytes form."""
         return self._requests_of("POST", "poster")
+
+    def reset_requests(self) -> None:
+        super().reset_requests()
+        with self._lock:
+            self.listed_items = 0
 
     def _requests_of(self, method: str, kind: str) -> list[Request]:
         with self._record_lock:
@@ -498,13 +511,18 @@ class PlexEmulator(Emulator):
         start, size = paging(request)
         sort_field, descending = parse_sort(request.param("sort"))
         title_filter = (request.param("title") or "").casefold()
+        date_filters = parse_date_filters(request.query)
         wanted_type = request.param("type")
         with self._lock:
             if wanted_type not in (None, "", "1"):
                 keys: list[int] = []
             else:
                 keys = self._ordered_keys(section["key"], sort_field, descending, title_filter)
+            if date_filters:
+                items = self._items
+                keys = [key for key in keys if all(check(items[key]) for check in date_filters)]
             page = keys[start:] if size is None else keys[start:start + size]
+            self.listed_items += len(page)
             root = self._container(len(page), section, totalSize=len(keys), offset=start)
             for rating_key in page:
                 root.append(self._video(self._items[rating_key], full=False))
@@ -683,7 +701,7 @@ class PlexEmulator(Emulator):
         old_thumbs = {actor["tag"]: actor.get("thumb") for actor in item[key]}
         item[key] = _dedupe(
             {"tag": name, "role": plan.actor_roles.get(index, ""),
-             "thumb": plan.actor_thumbs.get(index) or old_thumbs.get(name)}
+             "thumb": old_thumbs.get(name)}
             for index, name in ordered
         )
 
@@ -773,6 +791,33 @@ def _int_param(request: Request, name: str) -> int | None:
     return value
 
 
+def parse_date_filters(query: Iterable[tuple[str, str]]) -> list[Callable[[dict[str, Any]], bool]]:
+    """`addedAt>>=1700000000` (after), `updatedAt<<=-2d` (before two days ago): one check per filter."""
+    checks: list[Callable[[dict[str, Any]], bool]] = []
+    for key, raw in query:
+        found = _DATE_FILTER.match(key)
+        if found is None:
+            continue
+        checks.append(_date_check(found["field"], found["op"] == ">>", _date_value(raw)))
+    return checks
+
+
+def _date_check(name: str, after: bool, bound: int) -> Callable[[dict[str, Any]], bool]:
+    if after:
+        return lambda item: int(item[name]) > bound
+    return lambda item: int(item[name]) < bound
+
+
+def _date_value(raw: str) -> int:
+    relative = _RELATIVE_DATE.match(raw)
+    if relative:
+        return int(time.time()) - int(relative["count"]) * _UNIT_SECONDS[relative["unit"]]
+    try:
+        return int(raw)
+    except ValueError:
+        raise HttpError(400) from None
+
+
 def parse_sort(raw: str | None) -> tuple[str, bool]:
     """`addedAt:desc` -> ("addedAt", True); none -> ratingKey order. Only the first key counts."""
     if not raw:
@@ -800,7 +845,18 @@ def build_from_args(args: argparse.Namespace) -> PlexEmulator:
         from .sample_data import make_dataset
 
         items = make_dataset(args.items).plex_items
-    return PlexEmulator(items=items, token=args.token, sections=sections, port=args.port)
+    if args.scanned_at:
+        # A freshly scanned library: every item added within the scan's last `scan_seconds`.
+        for position, item in enumerate(items):
+            item["addedAt"] = item["updatedAt"] = args.scanned_at - args.scan_seconds + position * args.scan_seconds // len(items)
+    pending = [item for n, item in enumerate(items, start=1)
+               if args.pending_every and n % args.pending_every == 0 and n <= args.pending_limit]
+    pending_keys = {item["ratingKey"] for item in pending}
+    emulator = PlexEmulator(items=[item for item in items if item["ratingKey"] not in pending_keys],
+                            token=args.token, sections=sections, port=args.port)
+    for item in pending:
+        emulator.add_pending({**item, "ratingKey": 0})
+    return emulator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -810,6 +866,12 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--fixture", help='JSON file {"items": [...], "sections": [...]}')
     source.add_argument("--items", type=int, default=0, help="serve make_dataset(N).plex_items")
     parser.add_argument("--token", default="plex-test-token")
+    parser.add_argument("--scanned-at", type=int, default=0,
+                        help="epoch: make the library freshly scanned, every item added within --scan-seconds before it")
+    parser.add_argument("--scan-seconds", type=int, default=60)
+    parser.add_argument("--pending-every", type=int, default=0,
+                        help="every Nth item (up to --pending-limit) is not scanned yet: a section scan reveals it")
+    parser.add_argument("--pending-limit", type=int, default=0)
     args = parser.parse_args(argv)
 
     stopping = threading.Event()
