@@ -115,7 +115,7 @@ OBJECT_TYPES: dict[str, dict[str, FieldDef]] = {
     "Studio": dict(_ID_NAME),
     "Performer": {**_ID_NAME, "image_path": FieldDef("String")},
     "Tag": dict(_ID_NAME),
-    "VideoFile": {"path": FieldDef("String"), "basename": FieldDef("String")},
+    "VideoFile": {"path": FieldDef("String"), "basename": FieldDef("String"), "duration": FieldDef("Float")},
     "ScenePathsType": {"screenshot": FieldDef("String")},
 }
 
@@ -781,10 +781,11 @@ def _private(value: Any) -> Any:
     return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
 
 
-def _file_entry(value: str | Mapping[str, Any]) -> dict[str, str]:
+def _file_entry(value: str | Mapping[str, Any]) -> dict[str, Any]:
     path = value if isinstance(value, str) else str(value["path"])
     basename = path.rsplit("/", 1)[-1] if isinstance(value, str) else str(value.get("basename") or path.rsplit("/", 1)[-1])
-    return {"path": path, "basename": basename}
+    duration = None if isinstance(value, str) else value.get("duration")
+    return {"path": path, "basename": basename, "duration": None if duration is None else float(duration)}
 
 
 def _checked_timestamp(value: str | None) -> str | None:
