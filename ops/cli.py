@@ -23,7 +23,7 @@ import typer
 try:  # typer >= 0.22 vendors click as typer._click
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - older typer with click installed
-    from click.exceptions import UsageError  # type: ignore[no-redef]
+    from click.exceptions import UsageError  # type: ignore[no-redef,assignment]
 
 from ops import render
 from ops.common import (
