@@ -57,6 +57,12 @@ class StageResult:
         self.done.append((job, Outcome.SKIPPED, detail))
 
 
+def refresh_view(settings: Settings) -> Settings:
+    """push_mode=refresh: diff only what the provider serves, as it serves it (no collection, no userRating,
+    actor photos left to Plex), so a refreshed item diffs to "unchanged" next time."""
+    return settings.model_copy(update={"sync_collection": False, "sync_rating": False, "performer_thumbs": False})
+
+
 def _unexpected(exc: Exception) -> SyncError:
     """A bug or an unforeseen library error: retried like a transient error, then dead-lettered with its text."""
     return TransientError(f"unexpected {type(exc).__name__}: {exc}")
@@ -70,6 +76,7 @@ class SyncEngine:
         self.store = store
         self.index = PathIndex(plex, store)
         self.matcher = Matcher(self.index, settings)
+        self.desired_settings = refresh_view(settings) if settings.push_mode == "refresh" else settings
         self._recent: dict[str, tuple[str, float]] = {}
         self._recent_lock = threading.Lock()
 
@@ -136,7 +143,7 @@ class SyncEngine:
             result.skip(job, SkipReason.NO_FILE, detail)
             return
         try:
-            job.desired = desired_state(scene, self.settings)
+            job.desired = desired_state(scene, self.desired_settings)
         except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
             result.fail(job, _unexpected(exc), "fetch")
             return
@@ -239,7 +246,7 @@ class SyncEngine:
         if desired.poster_url and desired.poster_key and not poster_is_current(desired, item):
             job.changed.append("poster")
             job.diff["poster"] = (item.thumb, desired.poster_url)
-            if not (job.dry_run or self.settings.dry_run):
+            if not (job.dry_run or self.settings.dry_run) and self.settings.push_mode == "fields":
                 self.plex.upload_poster(job.rating_key, self.stash.download(desired.poster_url))
                 job.edit.update(cover_label_params(item.labels, desired.poster_key))  # rides on the one edit
 
@@ -267,7 +274,11 @@ class SyncEngine:
         if job.dry_run or self.settings.dry_run:
             log_event(logger, "dry_run", scene_id=job.scene_id, stage="performers", changed=changed)
             return Outcome.DRY_RUN, ",".join(changed)
-        if params:
+        if self.settings.push_mode == "refresh":
+            # Plex pulls every field and the poster from the provider (the library's agent).
+            self.plex.refresh(job.rating_key)
+            written.append((job.rating_key, job.scene_id, {}, job.desired.poster_key if "poster" in changed else None))
+        elif params:
             self.plex.edit(job.section_id, job.rating_key, params)
         latency_ms = (time.time() - job.origin_ts) * 1000
         log_event(logger, "updated", scene_id=job.scene_id, stage="performers", rating_key=job.rating_key,
