@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from pydantic import ValidationError
@@ -157,4 +159,15 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     service = ProviderService(settings)
     log_event(logger, "provider_starting", host=host, port=port, stash=redact_url(settings.stash_url))
-    uvicorn.Server(uvicorn_config(create_app(service), host, port)).run()
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was
+    # there before it: ours ends the process with status 0 (a stop asked for is not a failure).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_quietly)
+    try:
+        uvicorn.Server(uvicorn_config(create_app(service), host, port)).run()
+    finally:
+        log_event(logger, "provider_stopped", host=host, port=port)
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
