@@ -18,6 +18,7 @@ Emulated:
   25 and a negative value returns everything, `count` is the total before paging, no `sort` means id
   order, an unknown `sort` is an error; `configuration.plugins` returns only the settings that were
   saved, and only for the included plugin ids that have any.
+- Files carry `path`, `basename` and `duration` (seconds, a float; null when the fixture has none).
 - `GET /scene/{id}/screenshot` and `GET /performer/{id}/image`: small valid PNGs whose bytes depend
   on the id and (for screenshots) the scene's `screenshot_version`. The URLs in
   `paths.screenshot` / `image_path` carry no credentials, as in Stash.
