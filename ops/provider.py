@@ -37,7 +37,7 @@ from pipeline.config import Settings
 from pipeline.logs import log_event
 from pipeline.provider.documents import media_provider
 from pipeline.provider.matching import MatchRequest
-from pipeline.provider.service import RATING_KEY, ImageUnavailable, ProviderService
+from pipeline.provider.service import DEFAULT_PAGE, RATING_KEY, ImageUnavailable, Page, ProviderService
 
 logger = logging.getLogger("stash2plex.provider")
 
@@ -52,6 +52,20 @@ def _json(body: bytes, status: int = 200) -> Response:
 
 def _error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _page(request: Request) -> Page:
+    """X-Plex-Container-Start / -Size from the headers or the query (Plex sends either); size 20 by default."""
+    values: dict[str, int] = {}
+    for name, default in (("X-Plex-Container-Start", 0), ("X-Plex-Container-Size", DEFAULT_PAGE.size)):
+        raw = request.headers.get(name) or request.query_params.get(name)
+        try:
+            values[name] = default if raw in (None, "") else int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number") from None
+        if values[name] < 0:
+            raise ValueError(f"{name} must not be negative")
+    return Page(values["X-Plex-Container-Start"], values["X-Plex-Container-Size"])
 
 
 def create_app(service: ProviderService, *, manage_service: bool = True) -> Starlette:
@@ -82,10 +96,14 @@ def create_app(service: ProviderService, *, manage_service: bool = True) -> Star
         except ValidationError as exc:
             first = exc.errors()[0]
             return _error(400, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}")
+        try:
+            page = _page(request)
+        except ValueError as exc:
+            return _error(400, str(exc))
         base = base_url(request)
-        answer = service.match_local(match_request, base)
+        answer = service.match_local(match_request, base, page)
         if answer is None:
-            answer = await run_in_threadpool(service.match, match_request, base)
+            answer = await run_in_threadpool(service.match, match_request, base, page)
         return _json(answer)
 
     async def metadata(request: Request) -> Response:

@@ -41,9 +41,10 @@ def media_provider() -> dict[str, Any]:
     }
 
 
-def container(metadata: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"MediaContainer": {"offset": 0, "totalSize": len(metadata), "identifier": IDENTIFIER,
-                               "size": len(metadata), "Metadata": metadata}}
+def container(metadata: list[dict[str, Any]], offset: int = 0, total: int | None = None) -> dict[str, Any]:
+    """A MediaContainer of `metadata`: one page (from `offset`) of `total` items (default: all of them)."""
+    return {"MediaContainer": {"offset": offset, "totalSize": len(metadata) if total is None else total,
+                               "identifier": IDENTIFIER, "size": len(metadata), "Metadata": metadata}}
 
 
 def image_container(images: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pipeline.matching import map_path
 from pipeline.provider.documents import GUID_PREFIX, MOVIE
 from pipeline.provider.index import FileEntry, SceneIndex, normal_path
 
-MAX_CANDIDATES = 20
+MAX_CANDIDATES = 100  # a Fix Match list; Plex pages it (X-Plex-Container-Start/-Size, 20 by default)
 SCORES = {"guid": 100, "path": 100, "relative": 95, "basename": 90, "ambiguous": 70, "title": 60}
 
 
@@ -130,7 +130,7 @@ def _ambiguous(tails: dict[str, int], settings: Settings, manual: bool) -> list[
     if settings.strict_matching and not manual:
         return []  # guessing would put one scene's metadata on another's file
     ranked = sorted(tails.items(), key=lambda pair: (-pair[1], _id_order(pair[0])))
-    return [Candidate(sid, "ambiguous", SCORES["ambiguous"] - rank) for rank, (sid, _tail) in enumerate(ranked[:MAX_CANDIDATES])]
+    return [Candidate(sid, "ambiguous", max(1, SCORES["ambiguous"] - rank)) for rank, (sid, _tail) in enumerate(ranked[:MAX_CANDIDATES])]
 
 
 def _id_order(scene_id: str) -> tuple[int, str]:
@@ -152,4 +152,4 @@ def _by_title(title: str, year: int | None, index: SceneIndex) -> list[Candidate
             rank += 3
         ranked.append((rank, _id_order(scene.id), scene.id))
     ranked.sort()
-    return [Candidate(sid, "title", SCORES["title"] - rank) for rank, _order, sid in ranked[:MAX_CANDIDATES]]
+    return [Candidate(sid, "title", max(1, SCORES["title"] - rank)) for rank, _order, sid in ranked[:MAX_CANDIDATES]]

@@ -65,6 +65,17 @@ class ProviderStash(StashClient):
 
 
 @dataclass(frozen=True)
+class Page:
+    """Which part of a match list to answer (Plex's X-Plex-Container-Start / -Size)."""
+
+    start: int = 0
+    size: int = 20
+
+
+DEFAULT_PAGE = Page()
+
+
+@dataclass(frozen=True)
 class Image:
     content: bytes
     content_type: str
@@ -221,20 +232,20 @@ class ProviderService:
         return scenes
 
     # --- match -------------------------------------------------------------------------------
-    def match_local(self, request: MatchRequest, base: str) -> bytes | None:
+    def match_local(self, request: MatchRequest, base: str, page: Page = DEFAULT_PAGE) -> bytes | None:
         """The answer from the index, or None when nothing matched and Stash may know more."""
         if self._adult_hidden(request):
-            return self._match_answer([], base)
+            return self._match_answer([], base, page)
         found = find_candidates(request, self.index, self.settings)
         if found or not request.filename or not self._may_ask_stash(self._miss_key(request.filename)):
             if not found:
                 self._log_no_match(request)
-            return self._match_answer(found, base)
+            return self._match_answer(found, base, page)
         return None
 
-    def match(self, request: MatchRequest, base: str) -> bytes:
+    def match(self, request: MatchRequest, base: str, page: Page = DEFAULT_PAGE) -> bytes:
         """Like `match_local`, asking Stash (bounded) for scenes with the file's name on a miss."""
-        answer = self.match_local(request, base)
+        answer = self.match_local(request, base, page)
         if answer is not None:
             return answer
         assert request.filename is not None
@@ -245,7 +256,7 @@ class ProviderService:
         found = find_candidates(request, self.index, self.settings)
         if not found:
             self._log_no_match(request)
-        return self._match_answer(found, base)
+        return self._match_answer(found, base, page)
 
     def _adult_hidden(self, request: MatchRequest) -> bool:
         """An adult-aware provider lists explicit items only when Plex says includeAdult=1."""
@@ -260,13 +271,10 @@ class ProviderService:
                   filename=show_path(request.filename, self.settings) if request.filename else None,
                   manual=int(request.manual))
 
-    def _match_answer(self, found: list[Candidate], base: str) -> bytes:
-        items = []
-        for candidate in found:
-            scene = self.index.get(candidate.scene_id)
-            if scene is not None:
-                items.append({**self._match_item(scene, base), "score": candidate.score})
-        return json.dumps(container(items)).encode()
+    def _match_answer(self, found: list[Candidate], base: str, page: Page) -> bytes:
+        known = [(c, scene) for c in found if (scene := self.index.get(c.scene_id)) is not None]
+        items = [{**self._match_item(scene, base), "score": c.score} for c, scene in known[page.start:page.start + page.size]]
+        return json.dumps(container(items, offset=page.start, total=len(known))).encode()
 
     def _match_item(self, scene: StashScene, base: str) -> dict[str, Any]:
         key = (scene.id, base)

@@ -135,3 +135,20 @@ def test_concurrent_matches_all_get_their_own_answer(provider):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(one, [1 + i % 20 for i in range(80)]))
     assert answers == [[str(1 + i % 20)] for i in range(80)]
+
+
+def test_manual_candidate_lists_are_paged_with_plex_container_headers(stash, start_provider):
+    for n in range(25):
+        stash.add_scene({"id": str(600 + n), "title": f"Copy {n}", "files": [f"/copies/{n}/scene_000010.mp4"]})
+    provider = start_provider()
+    request = body("/plex/elsewhere/scene_000010.mp4", manual=1)
+    first = provider.match(request).json()["MediaContainer"]
+    assert first["size"] == 20 and first["totalSize"] == 26 and first["offset"] == 0
+    rest = provider.match(request, headers={"X-Plex-Container-Start": "20", "X-Plex-Container-Size": "20"}).json()["MediaContainer"]
+    assert rest["size"] == 6 and rest["offset"] == 20
+    ids = [m["ratingKey"] for m in first["Metadata"] + rest["Metadata"]]
+    assert len(set(ids)) == 26
+
+
+def test_bad_container_headers_are_400(provider):
+    assert provider.match(body("/data/videos/scene_000001.mp4"), headers={"X-Plex-Container-Size": "many"}).status_code == 400
