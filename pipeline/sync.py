@@ -246,8 +246,9 @@ class SyncEngine:
         if desired.poster_url and desired.poster_key and not poster_is_current(desired, item):
             job.changed.append("poster")
             job.diff["poster"] = (item.thumb, desired.poster_url)
-            if not (job.dry_run or self.settings.dry_run) and self.settings.push_mode == "fields":
-                self.plex.upload_poster(job.rating_key, self.stash.download(desired.poster_url))
+            if not (job.dry_run or self.settings.dry_run):
+                if self.settings.push_mode == "fields":  # in refresh mode Plex pulls the poster from the provider
+                    self.plex.upload_poster(job.rating_key, self.stash.download(desired.poster_url))
                 job.edit.update(cover_label_params(item.labels, desired.poster_key))  # rides on the one edit
 
     # --- performers and the edit -------------------------------------------------------------
@@ -275,9 +276,12 @@ class SyncEngine:
             log_event(logger, "dry_run", scene_id=job.scene_id, stage="performers", changed=changed)
             return Outcome.DRY_RUN, ",".join(changed)
         if self.settings.push_mode == "refresh":
-            # Plex pulls every field and the poster from the provider (the library's agent).
+            # Plex pulls every field and the poster from the provider (the library's agent); the one write
+            # is the cover label, so that a poster Plex was asked to pull is not asked for again.
+            labels = {key: value for key, value in params.items() if key.startswith("label[")}
+            if labels:
+                self.plex.edit(job.section_id, job.rating_key, labels)
             self.plex.refresh(job.rating_key)
-            written.append((job.rating_key, job.scene_id, {}, job.desired.poster_key if "poster" in changed else None))
         elif params:
             self.plex.edit(job.section_id, job.rating_key, params)
         latency_ms = (time.time() - job.origin_ts) * 1000

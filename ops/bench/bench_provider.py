@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ops.bench.common import PLEX_TOKEN, ROOT, STASH_KEY, env_with, free_port, percentile, rss_mb, start_emulator, wait_until
 from pipeline.config import explicit_settings

@@ -25,7 +25,8 @@ from typing import Any
 
 from pipeline import stash_queries as q
 from pipeline.config import Settings
-from pipeline.errors import AuthError, PermanentError, SyncError, TransientError
+from pipeline.breaker import CircuitBreaker
+from pipeline.errors import AuthError, PermanentError, StashBreakerOpen, StashDown, SyncError, TransientError
 from pipeline.logs import log_event, show_path
 from pipeline.models import StashScene
 from pipeline.provider.documents import container, image_container, match_item, provider_view, scene_images, scene_metadata
@@ -42,7 +43,7 @@ FULL_PAGE_SIZE = 500
 MISS_TTL_SECONDS = 30.0
 STASH_DOWN_SECONDS = 15.0
 MIN_KICK_SECONDS = 2.0
-MAX_BACKOFF_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 30.0
 IMAGE_CACHE_BYTES = 64 * 1024 * 1024
 MAX_DOCUMENTS = 50_000
 
@@ -105,9 +106,12 @@ class ProviderService:
         self.snapshot = snapshot if snapshot is not None else Snapshot(settings.data_dir)
         quick = settings.model_copy(update={"stash_timeout": settings.provider_stash_timeout})
         slow_images = settings.model_copy(update={"stash_timeout": max(5.0, settings.provider_stash_timeout)})
-        self.bulk = ProviderStash(settings)  # the refresher's client: pages may take a while
-        self.quick = ProviderStash(quick)  # look-ups on a miss: bounded
-        self.images_client = ProviderStash(slow_images)
+        # One Stash breaker for the three clients, re-tried as soon as misses may ask Stash again.
+        breaker = CircuitBreaker(settings.breaker_failures, min(settings.breaker_reset_seconds, STASH_DOWN_SECONDS),
+                                 service="stash", refusal=StashBreakerOpen)
+        self.bulk = ProviderStash(settings, breaker=breaker)  # the refresher's client: pages may take a while
+        self.quick = ProviderStash(quick, breaker=breaker)  # look-ups on a miss: bounded
+        self.images_client = ProviderStash(slow_images, breaker=breaker)
         self._documents: dict[tuple[str, str], tuple[StashScene, bytes]] = {}
         self._matches: dict[tuple[str, str], tuple[StashScene, dict[str, Any]]] = {}
         self._images: OrderedDict[str, Image] = OrderedDict()
@@ -220,7 +224,7 @@ class ProviderService:
         self._misses[key] = time.monotonic() + MISS_TTL_SECONDS
         try:
             scenes: list[StashScene] = lookup()
-        except (TransientError, AuthError) as error:
+        except (TransientError, StashDown, AuthError) as error:
             self._note_stash_failure(error)
             return []
         except PermanentError as error:
@@ -347,7 +351,7 @@ class ProviderService:
             raise ImageUnavailable(str(error)) from None
         except PermanentError:
             return None
-        except TransientError as error:
+        except (TransientError, StashDown) as error:
             self._note_stash_failure(error)
             raise ImageUnavailable(str(error)) from None
         image = Image(data, content_type(data))

@@ -28,7 +28,9 @@ def test_refresh_mode_asks_plex_to_refresh_instead_of_editing(refreshing, plex, 
     assert summary.counts["updated"] == len(dataset.scenes)
     expected = sorted(plex.rating_key_for_file(s["files"][0]["path"]) for s in dataset.scenes)
     assert sorted(plex.refreshed_keys()) == expected
-    assert plex.edit_requests() == [] and plex.poster_uploads() == []
+    assert plex.poster_uploads() == []
+    for edit in plex.edit_requests():  # only the cover label that says which screenshot Plex pulled
+        assert {key for key, _value in edit.query if key not in ("type", "id")} <= {"label[0].tag.tag", "label[].tag.tag-"}
 
 
 def test_refresh_mode_end_to_end_every_field_arrives_from_the_provider(refreshing, plex, stash, dataset):
@@ -45,6 +47,7 @@ def test_refresh_mode_end_to_end_every_field_arrives_from_the_provider(refreshin
         assert [actor["tag"] for actor in item["actors"]] == [p["name"] for p in scene["performers"]]
         assert item["poster_sha256"] == hashlib.sha256(png_image(f"scene:{scene['id']}:1")).hexdigest()
         assert item["locked"] == []  # nothing written field by field, so nothing locked
+        assert [label for label in item["labels"] if label.startswith("stash2plex-cover-")]
 
 
 def test_refresh_mode_second_run_is_unchanged_and_refreshes_nothing(refreshing, plex):
