@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -32,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ops.common import CliError
 from pipeline.broker_address import redact_url
 from pipeline.config import Settings
 from pipeline.logs import log_event
@@ -175,6 +177,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """Run the provider in the foreground until SIGINT/SIGTERM."""
     import uvicorn
 
+    listener = bind(host, port)
     service = ProviderService(settings)
     log_event(logger, "provider_starting", host=host, port=port, stash=redact_url(settings.stash_url))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was
@@ -182,9 +185,24 @@ def serve(settings: Settings, host: str, port: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_quietly)
     try:
-        uvicorn.Server(uvicorn_config(create_app(service), host, port)).run()
+        uvicorn.Server(uvicorn_config(create_app(service), host, port)).run(sockets=[listener])
     finally:
         log_event(logger, "provider_stopped", host=host, port=port)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts: a busy port is one clear error, exit code 2."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                       fix="pick another --port (or provider_port), or stop what listens there", exit_code=2) from None
+    listener.set_inheritable(True)
+    return listener
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:

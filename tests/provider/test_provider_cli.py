@@ -51,3 +51,18 @@ def test_provider_healthcheck_fails_when_nothing_answers():
     result = subprocess.run([sys.executable, "-m", "ops.healthcheck", "provider"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, env=clean_env(STASH2PLEX_PROVIDER_PORT=str(free_port())))
     assert result.returncode == 1 and "provider" in result.stdout
+
+
+def test_a_busy_port_is_one_error_line_with_a_fix_and_exit_code_2(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([CLI, "provider", "--port", str(port)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60, env=clean_env(STASH2PLEX_DATA_DIR=str(tmp_path),
+                                                          STASH2PLEX_STASH_URL="http://127.0.0.1:9"))
+    assert result.returncode == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}" in result.stderr and "fix:" in result.stderr
+    assert "Traceback" not in result.stderr
