@@ -1,6 +1,6 @@
-"""No answer, header, URL or log line ever carries the Stash API key (or Stash's own image URLs)."""
+"""No answer, header, URL or log line ever carries the Stash API key or Plex's token (nor Stash's own image URLs)."""
 
-from tests.conftest import STASH_KEY, wait_for
+from tests.conftest import PLEX_TOKEN, STASH_KEY, wait_for
 
 
 def every_answer(provider, stash):
@@ -31,11 +31,12 @@ def test_no_answer_or_log_line_carries_the_stash_key(provider, stash, raw_logs):
     answers = every_answer(provider, stash)
     assert {a.status_code for a in answers} >= {200, 400, 404, 502}
     for answer in answers:
-        assert STASH_KEY.encode() not in answer.content
-        assert STASH_KEY not in str(answer.headers)
-        assert STASH_KEY not in answer.url
+        for secret in (STASH_KEY, PLEX_TOKEN):  # Plex sends its token on every request (PLEX_HEADERS)
+            assert secret.encode() not in answer.content
+            assert secret not in str(answer.headers)
+            assert secret not in answer.url
     assert raw_logs.lines, "the provider logged its events"
-    assert not [line for line in raw_logs.lines if STASH_KEY in line]
+    assert not [line for line in raw_logs.lines if STASH_KEY in line or PLEX_TOKEN in line]
 
 
 def test_answers_never_point_plex_at_stash(provider, stash):
