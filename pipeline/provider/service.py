@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -153,14 +154,18 @@ class ProviderService:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            delay = self.settings.provider_refresh_seconds
             try:
                 self.refresh_once()
                 failures = 0
-                delay = self.settings.provider_refresh_seconds
             except SyncError as error:
                 failures += 1
-                delay = min(MAX_BACKOFF_SECONDS, self.settings.provider_refresh_seconds * 2 ** min(failures, 6))
                 self._note_stash_failure(error)
+            except (sqlite3.Error, OSError, ValueError) as exc:  # the snapshot's disk, or a payload we cannot read
+                failures += 1
+                log_event(logger, "provider_refresh_failed", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            if failures:
+                delay = min(MAX_BACKOFF_SECONDS, self.settings.provider_refresh_seconds * 2 ** min(failures, 6))
             self._wake.wait(delay)
             self._wake.clear()
 

@@ -91,3 +91,17 @@ def test_snapshot_round_trips_the_index(tmp_path: Path, stash):
 def test_health_reports_the_index(provider):
     health = requests.get(provider.url + "/healthz", timeout=5).json()
     assert health["status"] == "ok" and health["scenes"] == 20 and health["built"] is True
+
+
+def test_a_refresh_that_cannot_write_its_snapshot_is_logged_and_retried(provider, stash, raw_logs, monkeypatch):
+    import sqlite3
+
+    def broken(*_args, **_kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(provider.service.snapshot, "save", broken)
+    stash.update_scene("6", title="Edited while the disk fails")
+    wait_for(lambda: any("provider_refresh_failed" in line for line in raw_logs.lines), timeout=20,
+             message="the failure to be logged")
+    assert provider.service._thread is not None and provider.service._thread.is_alive()
+    assert provider.metadata("6")["title"] == "Edited while the disk fails"  # the index took it; only the snapshot failed
