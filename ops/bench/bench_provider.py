@@ -10,6 +10,8 @@ Plex does (JSON, `Accept: application/json`, `X-Plex-Token`, `X-Plex-Language`):
     match (name)      the same, with a path under a folder Stash does not have (file-name step)
     metadata (cold)   GET /library/metadata/{id} of every scene once (documents built on first ask)
     metadata (warm)   GET /library/metadata/{id} again, random ids
+    during a listing  the provider restarted from a snapshot whose full listing is 6 h old: it answers
+                      from the snapshot while it lists every scene again in the background
 
 Every match must name the right scene and every metadata answer must equal, field by field, what
 the chain's mapping makes of the scene Stash serves; the Stash key must appear in no answer and in
@@ -23,6 +25,7 @@ import http.client
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -138,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     env = env_with({"STASH2PLEX_STASH_URL": stash_url, "STASH2PLEX_STASH_API_KEY": STASH_KEY,
                     "STASH2PLEX_DATA_DIR": str(work), "STASH2PLEX_PATH_MAP": f"/data/videos={PLEX_ROOT}",
                     "STASH2PLEX_LOG_LEVEL": "DEBUG"})
-    with open(log_path, "wb") as log:
-        provider = subprocess.Popen([str(Path(sys.executable).with_name("stash2plex")), "provider", "--host", "127.0.0.1",
-                                     "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+    provider = start_provider(env, port, log_path)
     try:
         started = time.perf_counter()
         if not wait_until(lambda: _health(port).get("built") is True, timeout=600, interval=0.2):
@@ -163,9 +163,27 @@ def main(argv: list[str] | None = None) -> int:
         provider_rss = rss_mb(provider.pid)
         differ = fields_differing(phases[2].bodies, stash_url, f"http://127.0.0.1:{port}")
         leaked_answers = sum(STASH_KEY.encode() in body for body in phases[2].bodies.values())
+
+        # Restart from a snapshot whose full listing is 6 h old: answers come from the snapshot at once
+        # while the full listing runs in the background (and every document is cold again).
+        stop_provider(provider)
+        with sqlite3.connect(work / "provider.db") as db:
+            db.execute("UPDATE meta SET value = '1' WHERE key = 'built_at'")
+        restarted = time.perf_counter()
+        provider = start_provider(env, port, log_path)
+        if not wait_until(lambda: _health(port).get("status") == "ok", timeout=120, interval=0.05):
+            raise RuntimeError(f"the provider did not restart; see {log_path}")
+        first_answer = time.perf_counter() - restarted
+        phase_started = time.perf_counter()
+        during = run_phase("metadata during a full listing (restart, cold)", port,
+                           [("GET", f"/library/metadata/{i}", None, i) for i in picks], args.clients)
+        phases.append(during)
+        age = _health(port).get("last_refresh_age_seconds")
+        rebuild_done = None if age is None else time.perf_counter() - float(age) - restarted
+        overlap = (during.seconds if rebuild_done is None
+                   else max(0.0, min(rebuild_done + restarted - phase_started, during.seconds)))
     finally:
-        provider.send_signal(signal.SIGTERM)
-        provider.wait(timeout=30)
+        stop_provider(provider)
         stash.terminate()
         stash.wait(timeout=30)
     logged = log_path.read_text(errors="replace")
@@ -178,11 +196,28 @@ def main(argv: list[str] | None = None) -> int:
         print(phase.row())
     print(f"\nindex build (full listing of {args.scenes:,} scenes from the emulator): {build_seconds:.1f} s; "
           f"provider RSS after the run: {provider_rss:.0f} MB")
+    print(f"restart from the snapshot: first answer {first_answer:.1f} s after start; the background full listing "
+          f"{'was still running at the end' if rebuild_done is None else f'finished {rebuild_done:.1f} s after start'}, "
+          f"overlapping {overlap:.1f} of the {during.seconds:.1f} s of the last phase")
     print(f"metadata answers differing from Stash (chain mapping): {differ} of {args.scenes:,}")
     print(f"answers holding the Stash key: {leaked_answers}; provider log lines holding it: "
           f"{sum(STASH_KEY in line for line in logged.splitlines())}")
     failed = differ or leaked_answers or STASH_KEY in logged or any(p.errors for p in phases)
     return 1 if failed else 0
+
+
+def start_provider(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """`stash2plex provider` in its own process, logging to `log_path` (appended)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([str(Path(sys.executable).with_name("stash2plex")), "provider", "--host", "127.0.0.1",
+                                 "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop_provider(provider: subprocess.Popen[bytes]) -> None:
+    if provider.poll() is None:
+        provider.send_signal(signal.SIGTERM)
+        provider.wait(timeout=30)
 
 
 def _health(port: int) -> dict[str, Any]:
