@@ -135,11 +135,11 @@ def scene_images(scene: StashScene, base: str, title: str | None = None) -> list
     return [{"type": "coverPoster", "url": url, "alt": alt}, {"type": "background", "url": url, "alt": alt}]
 
 
-def match_item(scene: StashScene, settings: Settings, base: str, score: int) -> dict[str, Any]:
-    """A match candidate: enough for Plex's Match / Fix Match list (the full item comes from metadata)."""
+def match_item(scene: StashScene, settings: Settings, base: str) -> dict[str, Any]:
+    """A match candidate: enough for Plex's Match / Fix Match list (the full item comes from metadata;
+    the caller adds the candidate's `score`)."""
     desired = desired_state(scene, settings)
-    item: dict[str, Any] = {**_identity(scene), "title": desired.title or scene.id, "score": score,
-                            "isAdult": settings.provider_adult}
+    item: dict[str, Any] = {**_identity(scene), "title": desired.title or scene.id, "isAdult": settings.provider_adult}
     if desired.originallyAvailableAt:
         item["originallyAvailableAt"] = desired.originallyAvailableAt
         item["year"] = int(desired.originallyAvailableAt[:4])

@@ -290,7 +290,7 @@ class ProviderService:
         cached = self._matches.get(key)
         if cached is not None and cached[0] is scene:
             return cached[1]
-        item = match_item(scene, self.view, base, 0)
+        item = match_item(scene, self.view, base)
         if len(self._matches) > MAX_DOCUMENTS:
             self._matches.clear()
         self._matches[key] = (scene, item)
