@@ -255,6 +255,10 @@ class PlexClient:
         self._request("poster", "POST", f"/library/metadata/{rating_key}/posters", data=image,
                       headers={"Content-Type": "image/jpeg" if image[:2] == b"\xff\xd8" else "image/png"})
 
+    def refresh(self, rating_key: int) -> None:
+        """Ask Plex to refresh an item's metadata from its library's agent (push_mode=refresh)."""
+        self._request("refresh", "PUT", f"/library/metadata/{rating_key}/refresh")
+
     def scan(self, section_id: int, path: str | None = None) -> None:
         """Ask Plex to scan a folder of a section (used when a file is not in Plex yet)."""
         self._request("scan", "GET", f"/library/sections/{section_id}/refresh", params={"path": path} if path else None)

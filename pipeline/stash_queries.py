@@ -12,7 +12,7 @@ SCENE_FIELDS = """
     studio { id name }
     performers { id name image_path }
     tags { id name }
-    files { path basename }
+    files { path basename duration }
     paths { screenshot }
 """
 

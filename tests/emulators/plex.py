@@ -23,7 +23,11 @@ Emulated (enough for plexapi's `PlexServer`, `library`, `section.all()/search()`
   are ignored as Plex ignores unknown parameters: an actor keeps the photo it had.
   Each edit bumps the item's `updatedAt` (strictly increasing per item) and answers 200, empty body.
 - `POST /library/metadata/{rk}/posters` (and `/arts`): raw bytes (stored as sha256) or `?url=`.
-- `PUT /library/metadata/{rk}/refresh`; `GET /library/sections/{sid|all}/refresh[?path=P]` makes
+- `PUT /library/metadata/{rk}/refresh` (recorded: `refreshed_keys()`). With `provider_url` set (a
+  stash2plex provider, as if it were the library's agent), the refresh asks it as Plex does (`POST
+  /library/metadata/matches` with the item's file, then `GET` the matched `key` and its poster) and
+  stores the answer in every unlocked field before it answers (real Plex refreshes in the background);
+  `GET /library/sections/{sid|all}/refresh[?path=P]` makes
   pending items (see `add_pending`) under P visible with a new ratingKey.
 - Auth: `X-Plex-Token` header or query parameter, else 401 with an empty body. Distinct
   `X-Plex-Client-Identifier` values are collected in `client_identifiers`.
@@ -325,6 +329,7 @@ class PlexEmulator(Emulator):
     ) -> None:
         super().__init__(port=port)
         self.token = token
+        self.provider_url: str | None = None  # a metadata provider refreshes pull from (see the docstring)
         self.machine_identifier = uuid.uuid4().hex
         self.client_identifiers: set[str] = set()
         self._lock = threading.RLock()
@@ -409,6 +414,10 @@ class PlexEmulator(Emulator):
         super().reset_requests()
         with self._lock:
             self.listed_items = 0
+
+    def refreshed_keys(self) -> list[int]:
+        """The ratingKey of every `PUT /library/metadata/{rk}/refresh` seen, oldest first."""
+        return [int(r.path.split("/")[3]) for r in self._requests_of("PUT", "refresh")]
 
     def _requests_of(self, method: str, kind: str) -> list[Request]:
         with self._record_lock:
@@ -591,7 +600,7 @@ class PlexEmulator(Emulator):
         section = self._sections[item["section_id"]]
         video = ET.Element("Video", {
             "ratingKey": str(rating_key), "key": f"/library/metadata/{rating_key}",
-            "guid": f"local://{rating_key}", "type": "movie", "title": _text(item["title"]),
+            "guid": item.get("guid") or f"local://{rating_key}", "type": "movie", "title": _text(item["title"]),
             "librarySectionID": str(section["key"]), "librarySectionKey": f"/library/sections/{section['key']}",
             "librarySectionTitle": _text(section["title"]),
         })
@@ -735,10 +744,58 @@ class PlexEmulator(Emulator):
 
     # --- refresh and scans -------------------------------------------------------------------
     def _put_refresh(self, request: Request, match: re.Match[str]) -> Response:
+        rating_key = int(match[1])
         with self._lock:
-            if int(match[1]) not in self._items:
+            if rating_key not in self._items:
                 raise HttpError(404)
+            files = list(self._items[rating_key]["files"])
+        if self.provider_url and files:
+            pulled = self._pull_from_provider(self.provider_url, files[0])
+            if pulled is not None:
+                with self._lock:
+                    item = self._items.get(rating_key)
+                    if item is not None:
+                        self._apply_provider_metadata(item, *pulled)
         return empty_response(200)
+
+    def _pull_from_provider(self, base: str, path: str) -> tuple[dict[str, Any], bytes | None] | None:
+        """(Metadata, poster bytes) of the provider's best match for `path`, as Plex asks; None if none."""
+        import urllib.request
+
+        headers = {"Accept": "application/json", "X-Plex-Token": self.token, "X-Plex-Language": "en",
+                   "Content-Type": "application/json"}
+
+        def fetch(url: str, body: bytes | None = None) -> bytes:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10) as answer:
+                return bytes(answer.read())
+
+        body = json.dumps({"type": 1, "filename": path, "includeAdult": 1}).encode()
+        found = json.loads(fetch(f"{base}/library/metadata/matches", body))["MediaContainer"].get("Metadata") or []
+        if not found:
+            return None
+        metadata = json.loads(fetch(base + found[0]["key"]))["MediaContainer"]["Metadata"][0]
+        poster = fetch(metadata["thumb"]) if metadata.get("thumb") else None
+        return metadata, poster
+
+    def _apply_provider_metadata(self, item: dict[str, Any], metadata: dict[str, Any], poster: bytes | None) -> None:
+        """What a refresh stores: the provider's fields, except those locked on the item. Call with the lock held."""
+        locked = set(item["locked"])
+        item["guid"] = metadata.get("guid")
+        for name in ("title", "summary", "tagline", "studio"):
+            if name not in locked:
+                item[name] = metadata.get(name) or ""
+        for name in ("originallyAvailableAt", "audienceRating"):
+            if name not in locked:
+                item[name] = metadata.get(name)
+        if "genre" not in locked:
+            item["genres"] = [tag["tag"] for tag in metadata.get("Genre") or []]
+        if "actor" not in locked:
+            item["actors"] = [{"tag": role["tag"], "role": role.get("role") or "", "thumb": role.get("thumb")}
+                              for role in metadata.get("Role") or []]
+        if poster is not None and "thumb" not in locked:
+            item["poster_sha256"] = hashlib.sha256(poster).hexdigest()
+            item["thumb"] = f"/library/metadata/{item['ratingKey']}/thumb/{int(time.time())}"
+        self._touch(item)
 
     def _get_scan(self, request: Request, match: re.Match[str]) -> Response:
         section_id = None if match[1] == "all" else int(match[1])

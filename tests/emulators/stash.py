@@ -18,6 +18,7 @@ Emulated:
   25 and a negative value returns everything, `count` is the total before paging, no `sort` means id
   order, an unknown `sort` is an error; `configuration.plugins` returns only the settings that were
   saved, and only for the included plugin ids that have any.
+- Files carry `path`, `basename` and `duration` (seconds, a float; null when the fixture has none).
 - `GET /scene/{id}/screenshot` and `GET /performer/{id}/image`: small valid PNGs whose bytes depend
   on the id and (for screenshots) the scene's `screenshot_version`. The URLs in
   `paths.screenshot` / `image_path` carry no credentials, as in Stash.
@@ -122,7 +123,7 @@ OBJECT_TYPES: dict[str, dict[str, FieldDef]] = {
     "Studio": dict(_ID_NAME),
     "Performer": {**_ID_NAME, "image_path": FieldDef("String")},
     "Tag": dict(_ID_NAME),
-    "VideoFile": {"path": FieldDef("String"), "basename": FieldDef("String")},
+    "VideoFile": {"path": FieldDef("String"), "basename": FieldDef("String"), "duration": FieldDef("Float")},
     "ScenePathsType": {"screenshot": FieldDef("String")},
 }
 
@@ -809,10 +810,11 @@ def _private(value: Any) -> Any:
     return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
 
 
-def _file_entry(value: str | Mapping[str, Any]) -> dict[str, str]:
+def _file_entry(value: str | Mapping[str, Any]) -> dict[str, Any]:
     path = value if isinstance(value, str) else str(value["path"])
     basename = path.rsplit("/", 1)[-1] if isinstance(value, str) else str(value.get("basename") or path.rsplit("/", 1)[-1])
-    return {"path": path, "basename": basename}
+    duration = None if isinstance(value, str) else value.get("duration")
+    return {"path": path, "basename": basename, "duration": None if duration is None else float(duration)}
 
 
 def _checked_timestamp(value: str | None) -> str | None:
