@@ -79,6 +79,18 @@ def delete_queues(names: list[str]) -> None:
     connection.close()
 
 
+def tear_down(broker: RabbitmqBroker, worker: subprocess.Popen, emulators: list[subprocess.Popen], prefix: str,
+              prom: Path) -> None:
+    """Stop a run's workers and emulator processes, delete its queues and its metrics folder."""
+    broker.close()
+    stop(worker)
+    for proc in emulators:
+        proc.terminate()
+        proc.wait(timeout=10)
+    delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq", "maintenance")])
+    shutil.rmtree(prom, ignore_errors=True)
+
+
 def bench_noop(count: int, processes: int, threads: int, workdir: Path) -> float:
     prefix = f"noop{uuid.uuid4().hex[:6]}"
     done_file = workdir / f"{prefix}-done"
@@ -225,13 +237,7 @@ def run_chain(args: argparse.Namespace, workdir: Path, scenario: str) -> tuple[l
         rows.append((f"{scenario}: Plex requests by status (workers' metrics)",
                      ", ".join(f"{k}={v:.0f}" for k, v in sorted(plex_requests_metric(metrics_port).items()))))
     finally:
-        broker.close()
-        stop(worker)
-        for proc in (plex_proc, stash_proc):
-            proc.terminate()
-            proc.wait(timeout=10)
-        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq", "maintenance")])
-        shutil.rmtree(prom, ignore_errors=True)
+        tear_down(broker, worker, [plex_proc, stash_proc], prefix, prom)
     return rows, rate
 
 
@@ -313,13 +319,7 @@ def run_fresh_scan(args: argparse.Namespace, workdir: Path, library: int) -> lis
                 f"{noop_rate:,.0f}", f"{rate / noop_rate:.3f}", f"{bulk_requests:.3f}", f"{with_build:.3f}",
                 f"{build_seconds:.1f} s", f"{rss.peak:.0f} MB", str(_depth(f"{prefix}.dlq"))]
     finally:
-        broker.close()
-        stop(worker)
-        for proc in (plex_proc, stash_proc):
-            proc.terminate()
-            proc.wait(timeout=10)
-        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq", "maintenance")])
-        shutil.rmtree(prom, ignore_errors=True)
+        tear_down(broker, worker, [plex_proc, stash_proc], prefix, prom)
 
 
 FRESH_SCAN_COLUMNS = ["Plex library", "scenes", "scenes/s", "no-op chains/s", "ratio", "Plex req/scene (bulk)",

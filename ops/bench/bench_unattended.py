@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -130,11 +132,22 @@ class Hosts:
         delete_queues([f"{self.prefix}.{q}" for q in (*STAGES, "dlq", "maintenance")])
 
 
-def three_full_syncs(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str]]:
+@contextmanager
+def library_and_hosts(args: argparse.Namespace, workdir: Path, processes: int | None = None,
+                      **settings: object) -> Iterator[tuple[Library, Hosts]]:
+    """A fresh library and (not yet started) worker hosts for one run; everything stopped afterwards."""
     library = Library(args.scenes)
-    hosts = Hosts(library, workdir, args.processes, args.threads)
-    rows: list[tuple[str, str]] = []
+    hosts = Hosts(library, workdir, processes or args.processes, args.threads, **settings)
     try:
+        yield library, hosts
+    finally:
+        hosts.close()
+        library.close()
+
+
+def three_full_syncs(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    with library_and_hosts(args, workdir) as (library, hosts):
         hosts.start("a")
         for run in range(1, 4):
             since = hosts.sync_all(library.ids)
@@ -147,17 +160,12 @@ def three_full_syncs(args: argparse.Namespace, workdir: Path) -> list[tuple[str,
                      ", ".join(f"{e.scene_id}: {e.error_class} x{e.count}" for e in entries) or "none"))
         skipped = hosts.metric("stash2plex_skipped_total", 'reason="no_file"')
         rows.append(("stash2plex_skipped_total{reason=no_file}", f"{skipped:.0f}"))
-    finally:
-        hosts.close()
-        library.close()
     return rows
 
 
 def stash_outage(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str]]:
-    library = Library(args.scenes)
-    hosts = Hosts(library, workdir, args.processes, args.threads, breaker_reset_seconds=args.breaker_reset)
     rows: list[tuple[str, str]] = []
-    try:
+    with library_and_hosts(args, workdir, breaker_reset_seconds=args.breaker_reset) as (library, hosts):
         hosts.start("a")
         since = hosts.sync_all(library.ids)
         wait_until(lambda: len(hosts.outcomes(since)) >= args.down_after, timeout=300, interval=0.005)
@@ -178,17 +186,12 @@ def stash_outage(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str
             ("failed attempts deferred as stash_down / retried as transient", f"{deferred:.0f} / {retried:.0f}"),
             ("Stash breaker openings", f"{hosts.metric('stash2plex_stash_breaker_opened_total'):.0f}"),
         ]
-    finally:
-        hosts.close()
-        library.close()
     return rows
 
 
 def two_hosts(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str]]:
-    library = Library(args.scenes)
-    hosts = Hosts(library, workdir, 1, args.threads)
     rows: list[tuple[str, str]] = []
-    try:
+    with library_and_hosts(args, workdir, processes=1) as (library, hosts):
         hosts.start("a")
         hosts.start("b")
         since = hosts.sync_all(library.ids)
@@ -205,9 +208,6 @@ def two_hosts(args: argparse.Namespace, workdir: Path) -> list[tuple[str, str]]:
             with sqlite3.connect(data_dir / "state.db", timeout=30) as conn:
                 shares.append(int(conn.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0]))
         rows.append(("outcomes recorded per host (all runs)", " / ".join(map(str, shares))))
-    finally:
-        hosts.close()
-        library.close()
     return rows
 
 
