@@ -57,9 +57,9 @@ def forget_dead_breakers(store: StateStore, node: str) -> list[str]:
     from actors.exporter import pid_alive
 
     dead = []
-    for row in store.breakers():
-        owner_node, _, pid = str(row["owner"]).rpartition(":")
+    for owner in dict.fromkeys(str(row["owner"]) for row in store.breakers()):
+        owner_node, _, pid = owner.rpartition(":")
         if owner_node == node and pid.isdigit() and not pid_alive(int(pid)):
-            dead.append(row["owner"])
+            dead.append(owner)
     store.forget_breakers(dead)
     return dead

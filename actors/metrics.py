@@ -12,7 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline.breaker import BreakerState, CircuitBreaker
 from pipeline.errors import ErrorClass
-from pipeline.models import Outcome
+from pipeline.models import Outcome, SkipReason
 from pipeline.policy import Action
 from pipeline.stages import STAGES
 
@@ -33,6 +33,10 @@ SYNC_LATENCY = Histogram("stash2plex_sync_latency_seconds", "From the hook's pub
 BREAKER = Gauge("stash2plex_breaker_state", "Plex circuit breaker per worker process: 0 closed, 1 half-open, 2 open.",
                 multiprocess_mode="liveall")
 BREAKER_OPENED = Counter("stash2plex_breaker_opened_total", "Times the Plex circuit breaker opened.")
+STASH_BREAKER = Gauge("stash2plex_stash_breaker_state",
+                      "Stash circuit breaker per worker process: 0 closed, 1 half-open, 2 open.", multiprocess_mode="liveall")
+STASH_BREAKER_OPENED = Counter("stash2plex_stash_breaker_opened_total", "Times the Stash circuit breaker opened.")
+SKIPPED = Counter("stash2plex_skipped_total", "Scenes skipped on purpose, by reason.", ["reason"])
 
 
 def initialise() -> None:
@@ -46,7 +50,10 @@ def initialise() -> None:
                 FAILURES.labels(error_class.value, action.value, stage.name)
     for stage in STAGES:
         STAGE_SECONDS.labels(stage.name)
+    for reason in SkipReason:
+        SKIPPED.labels(reason.value)
     BREAKER.set(BREAKER_VALUES[BreakerState.CLOSED])
+    STASH_BREAKER.set(BREAKER_VALUES[BreakerState.CLOSED])
 
 
 def on_plex_request(kind: str, seconds: float, status: int | None) -> None:
@@ -55,6 +62,7 @@ def on_plex_request(kind: str, seconds: float, status: int | None) -> None:
 
 
 def on_breaker_change(breaker: CircuitBreaker) -> None:
-    BREAKER.set(BREAKER_VALUES[breaker.state])
+    gauge, opened = (STASH_BREAKER, STASH_BREAKER_OPENED) if breaker.service == "stash" else (BREAKER, BREAKER_OPENED)
+    gauge.set(BREAKER_VALUES[breaker.state])
     if breaker.state == BreakerState.OPEN:
-        BREAKER_OPENED.inc()
+        opened.inc()

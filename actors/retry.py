@@ -127,7 +127,8 @@ class RetryPolicy(Middleware):
         from actors import metrics
 
         entry = DlqEntry.for_job(job, stage, reason)
-        self.runtime.dlq().publish(entry)
+        self.runtime.dlq().publish(entry)  # the next tidy merges it with the scene's earlier entry
+        self.runtime.request_tidy()
         metrics.DEAD_LETTERS.labels(entry.error_class).inc()  # counted as soon as it is in the DLQ
         self.runtime.record_outcomes([(job, Outcome.DEAD_LETTER, f"{entry.error_class}: {entry.message}")])
         log_event(logger, "dead_letter", level=logging.ERROR, scene_id=job.scene_id, stage=stage,

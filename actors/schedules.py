@@ -7,6 +7,9 @@ the ordinary workers on the `<prefix>.maintenance` queue:
 | reconcile_library   | `reconcile_interval` (never = off),   | compares `reconcile_scope` of Stash with Plex and enqueues the scenes that differ |
 |                     | or on demand (Stash reconcile tasks)  |                                                   |
 | flush_hook_spool    | every minute                          | publishes events the hook spooled while RabbitMQ was down |
+| tidy_dlq            | every minute, and 2 s after a dead    | one DLQ entry per scene; removes the entries of scenes |
+|                     | letter or a sync (at most every 15 s  | that synced since (pipeline/dlq.py)               |
+|                     | per process)                          |                                                   |
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ RECONCILE_CRON = {"hourly": "5 * * * *", "daily": "30 3 * * *", "weekly": "30 3 
 def reconcile_now(runtime: Runtime, scope: str, missing_only: bool) -> int:
     """Compare Stash with Plex and enqueue the scenes that differ; returns how many were enqueued."""
     engine, settings = runtime.engine(), runtime.settings
-    report = Reconciler(settings, engine.stash, engine.plex, engine.store, engine.matcher).run(scope, missing_only=missing_only)
+    report = Reconciler(settings, engine.stash, engine.plex, engine.matcher).run(scope, missing_only=missing_only)
     ids = report.differing_ids
     for start in range(0, len(ids), settings.batch_size):
         runtime.send("fetch", [Job(scene_id=i, event="reconcile") for i in ids[start:start + settings.batch_size]])
@@ -65,12 +68,19 @@ def declare_schedules(runtime: Runtime) -> dict[str, Actor]:
             log_event(logger, "spool_flushed", stage="hook", published=result.published, remaining=result.remaining,
                       skipped_corrupt=result.skipped_corrupt)
 
+    def tidy_dlq() -> None:
+        """Merge each scene's DLQ entries into one and drop the entries of scenes that synced since."""
+        report = runtime.dlq().tidy()
+        if report.merged or report.cleared:
+            log_event(logger, "dlq_tidied", stage="dlq", merged=report.merged, cleared=report.cleared, kept=report.kept)
+
     settings = runtime.settings
     reconcile_schedule = RECONCILE_CRON.get(settings.reconcile_interval)
     schedules: list[tuple[Any, dict[str, Any]]] = [
         (rebuild_path_index, {"periodic": cron("15 4 * * *"), "max_retries": 3}),
         (reconcile_library, {"max_retries": 3, **({"periodic": cron(reconcile_schedule)} if reconcile_schedule else {})}),
         (flush_hook_spool, {"periodic": cron("* * * * *"), "max_retries": 0}),
+        (tidy_dlq, {"periodic": cron("* * * * *"), "max_retries": 0}),
     ]
     queue = settings.queue_name(MAINTENANCE_QUEUE)
     return {fn.__name__: dramatiq.actor(broker=runtime.broker, actor_name=fn.__name__, queue_name=queue, **options)(fn)

@@ -275,7 +275,7 @@ def dlq_list(
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, help="Show at most N entries (oldest first).")] = None,
     error_class: Annotated[str | None, typer.Option(
-        "--error-class", metavar="C", help="Only entries of this error class: permanent, transient, plex_down, not_in_plex.")] = None,
+        "--error-class", metavar="C", help="Only entries of this error class: permanent, transient, plex_down, stash_down, not_in_plex, internal.")] = None,
 ) -> None:
     """List dead-lettered scenes, oldest first (reading does not remove them)."""
     from ops.dlq import list_entries, summary

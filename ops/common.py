@@ -21,6 +21,7 @@ from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.errors import (
     AuthError,
     PlexDown,
+    StashDown,
     SyncError,
     TransientError,
     register_secrets,
@@ -80,7 +81,7 @@ def as_cli_error(exc: BaseException) -> CliError | None:
         return BadSetting(str(exc))
     if isinstance(exc, AuthError):
         return CliError(str(exc))
-    if isinstance(exc, (PlexDown, TransientError)):
+    if isinstance(exc, (PlexDown, StashDown, TransientError)):
         return Unreachable(str(exc))
     if isinstance(exc, SyncError):
         return CliError(str(exc))

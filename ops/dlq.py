@@ -20,7 +20,7 @@ from pipeline.errors import BrokerRefused, BrokerUnreachable
 from pipeline.stages import stage_named
 
 SUMMARY_KEYS = ("id", "scene_id", "stage", "actor", "error_class", "message", "reason", "attempts", "deferrals",
-                "first_failure", "last_failure", "dead_lettered_at")
+                "first_failure", "last_failure", "dead_lettered_at", "count", "first_seen", "last_seen")
 
 
 def open_dlq(settings: Settings) -> DeadLetterQueue:

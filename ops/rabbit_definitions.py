@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline.broker_address import dead_queue, delay_queue, dlq_name, queue_name
 from pipeline.config import Settings, load_settings
-from pipeline.dlq import dlq_arguments
+from pipeline.dlq import dlq_arguments, synced_queue_arguments
 from pipeline.stages import MAINTENANCE_QUEUE, STAGES
 
 VHOST = "/"
@@ -75,6 +75,7 @@ def queue_definitions(settings: Settings, vhost: str = VHOST) -> dict[str, Any]:
         queues.append(_queue(delay_queue(queue), dead_lettered, vhost))
         queues.append(_queue(dead_queue(queue), {"x-message-ttl": dramatiq_dead_message_ttl()}, vhost))
     queues.append(_queue(dlq_name(settings.queue_prefix), dlq_arguments(settings), vhost))
+    queues.append(_queue(f"{dlq_name(settings.queue_prefix)}.synced", synced_queue_arguments(settings), vhost))
     return {"queues": queues}
 
 

@@ -106,10 +106,12 @@ def diff_table(diffs: Mapping[str, Mapping[str, tuple[Any, Any]]]) -> Table:
 
 
 def dlq_table(entries: list[dict[str, Any]], total: int) -> Table:
-    rows = [[e["id"], e["scene_id"], e["stage"], e["error_class"], str(e["attempts"]), human_age(e["age_seconds"]),
-             short(e["message"], 70)] for e in entries]
+    now = time.time()
+    rows = [[e["id"], e["scene_id"], e["stage"], e["error_class"], str(e["count"]), str(e["attempts"]),
+             human_age(now - e["first_seen"]), human_age(e["age_seconds"]), short(e["message"], 60)] for e in entries]
     shown = f" ({len(entries)} of {total})" if len(entries) < total else f" ({total})"
-    return table(f"Dead-lettered scenes{shown}", ["id", "scene", "stage", "error class", "attempts", "age", "message"], rows)
+    return table(f"Dead-lettered scenes, one entry each, latest cause{shown}",
+                 ["id", "scene", "stage", "error class", "times", "attempts", "first seen", "last seen", "message"], rows)
 
 
 def status_tables(status: dict[str, Any]) -> list[Any]:
@@ -134,11 +136,11 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
     parts.append(f"DLQ {dlq['name']}: {dlq['size'] if dlq['size'] is not None else '?'} entries{oldest_text}")
     breakers = status["breakers"]
     if breakers:
-        parts.append(table("Plex circuit breakers (per worker process)", ["worker", "state", "failures", "last error", "updated"],
-                           [[b["owner"], b["state"], str(b["failures"]), short(b["last_error"], 60),
+        parts.append(table("Circuit breakers (per worker process)", ["worker", "server", "state", "failures", "last error", "updated"],
+                           [[b["owner"], b["service"], b["state"], str(b["failures"]), short(b["last_error"], 60),
                              human_age(time.time() - b["updated_at"]) + " ago"] for b in breakers]))
     else:
-        parts.append("Plex circuit breakers: none recorded (closed)")
+        parts.append("Plex and Stash circuit breakers: none recorded (closed)")
     synced = status["synced_last_hour"]
     by_outcome = ", ".join(f"{k} {v}" for k, v in sorted(synced["by_outcome"].items())) or "none"
     parts.append(f"last hour: {synced['total']} scene outcome(s) ({by_outcome})")

@@ -203,6 +203,13 @@ def gather_status(settings: Settings) -> dict[str, Any]:
     }
 
 
+def breaker_summary(breakers: list[dict[str, Any]], service: str) -> str:
+    """"Plex breaker closed" or "Stash breaker open in 2 worker(s)"."""
+    opened = [b for b in breakers if b["service"] == service and b["state"] != "closed"]
+    name = "breaker" if service == "plex" else "Stash breaker"
+    return f"{name} {'open in ' + str(len(opened)) + ' worker(s)' if opened else 'closed'}"
+
+
 def one_line(status: dict[str, Any]) -> str:
     """The status in one line (for the Stash plugin task and logs)."""
     broker = status["broker"]
@@ -216,7 +223,6 @@ def one_line(status: dict[str, Any]) -> str:
         queues = f"{waiting} queued, {unacked if unacked is not None else '?'} in progress, {consumers} worker consumer(s)"
     dlq = status["dlq"]
     dlq_text = f"DLQ {dlq['size'] if dlq['size'] is not None else '?'}"
-    open_breakers = [b for b in status["breakers"] if b["state"] != "closed"]
-    breaker = f"breaker {'open in ' + str(len(open_breakers)) + ' worker(s)' if open_breakers else 'closed'}"
+    breaker = "; ".join(breaker_summary(status["breakers"], service) for service in ("plex", "stash"))
     synced = status["synced_last_hour"]
     return f"{queues}; {dlq_text}; {breaker}; {synced['total']} scene outcome(s) in the last hour"

@@ -187,7 +187,7 @@ def reconcile(settings: Settings, scope: str = "all", *, missing_only: bool = Fa
     """Compare Stash with Plex (`pipeline.reconcile`) and enqueue the scenes that differ unless `dry_run`."""
     engine = SyncEngine.from_settings(settings)
     preflight(engine)
-    report = Reconciler(settings, engine.stash, engine.plex, engine.store, engine.matcher).run(
+    report = Reconciler(settings, engine.stash, engine.plex, engine.matcher).run(
         scope, missing_only=missing_only, on_progress=on_progress)
     if dry_run or not report.differing_ids:
         return report, None

@@ -1,12 +1,13 @@
-"""A circuit breaker around Plex, shared by the threads of one process.
+"""A circuit breaker around a server (Plex, Stash), shared by the threads of one process.
 
 closed --(breaker_failures consecutive transient/plex-down failures)--> open
 open --(breaker_reset_seconds later, the next caller)--> half_open: exactly one trial call goes through
 half_open --(trial succeeds)--> closed;  --(trial fails)--> open again
 
-While open, `before_call()` raises `BreakerOpen` with `retry_after` = seconds until a trial may run,
-so callers defer work instead of spending retries. Not-in-Plex-yet and permanent errors never count.
-The breaker is per process (documented in the README); every change is reported to `on_change`.
+While open, `before_call()` raises its `refusal` error (`BreakerOpen` for Plex, `StashBreakerOpen` for
+Stash) with `retry_after` = seconds until a trial may run, so callers defer work instead of spending
+retries. Not-in-Plex-yet and permanent errors never count. Breakers are per process (documented in
+the README); every change is reported to `on_change`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from pipeline.errors import BreakerOpen, counts_for_breaker
+from pipeline.errors import BreakerOpen, BreakerRefusal, counts_for_breaker
 
 
 class BreakerState(StrEnum):
@@ -35,7 +36,12 @@ class CircuitBreaker:
         reset_seconds: float = 60.0,
         on_change: StateListener | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        service: str = "plex",
+        refusal: type[BreakerRefusal] = BreakerOpen,
     ) -> None:
+        self.service = service
+        self.refusal = refusal
         self.failure_threshold = failure_threshold
         self.reset_seconds = reset_seconds
         self.on_change = on_change
@@ -61,7 +67,8 @@ class CircuitBreaker:
                 self._trial_running = True
                 return
             retry_after = max(wait, 1.0)
-        raise BreakerOpen(f"Plex circuit breaker is {self.state.value} (last error: {self.last_error})", retry_after=retry_after)
+        raise self.refusal(f"{self.service.capitalize()} circuit breaker is {self.state.value} (last error: {self.last_error})",
+                           retry_after=retry_after)
 
     def record_success(self) -> None:
         with self._lock:

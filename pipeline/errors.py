@@ -4,7 +4,9 @@
 |---------------|--------------------------------------------|-----------------------------------------------------|
 | permanent     | 401, 400, ambiguous match, bad data        | straight to the DLQ, no retries                     |
 | transient     | 5xx, timeouts, 429 (with its Retry-After)  | backoff with jitter up to `max_retries`, then DLQ   |
-| plex_down     | connection refused, breaker open           | deferred without spending retries, up to a max age  |
+| plex_down     | Plex refuses connections, breaker open     | deferred without spending retries, up to a max age  |
+| stash_down    | Stash unreachable / 502-504 / timeouts,    | deferred like plex_down (a Stash breaker of its own)|
+|               | Stash breaker open                         |                                                     |
 | not_in_plex   | the file is not in a Plex library yet      | slow retries (optionally a scan), then DLQ          |
 | internal      | a malformed message                        | straight to the DLQ (it cannot get better)          |
 
@@ -24,6 +26,7 @@ class ErrorClass(StrEnum):
     PERMANENT = "permanent"
     TRANSIENT = "transient"
     PLEX_DOWN = "plex_down"
+    STASH_DOWN = "stash_down"
     NOT_IN_PLEX = "not_in_plex"
     INTERNAL = "internal"
 
@@ -103,8 +106,22 @@ class PlexDown(SyncError):
     error_class = ErrorClass.PLEX_DOWN
 
 
-class BreakerOpen(PlexDown):
-    """The circuit breaker is open; `retry_after` is when it may half-open."""
+class BreakerRefusal(SyncError):
+    """A circuit breaker refused the call; `retry_after` is when it may half-open. Never counted by a breaker."""
+
+
+class BreakerOpen(BreakerRefusal, PlexDown):
+    """The Plex circuit breaker is open."""
+
+
+class StashDown(SyncError):
+    """Stash refuses connections, answers 502/503/504, times out, or its breaker is open: defer, do not spend retries."""
+
+    error_class = ErrorClass.STASH_DOWN
+
+
+class StashBreakerOpen(BreakerRefusal, StashDown):
+    """The Stash circuit breaker is open."""
 
 
 class NotInPlexYet(SyncError):
@@ -139,8 +156,11 @@ def classify(exc: BaseException) -> SyncError:
     return TransientError(f"unexpected {type(exc).__name__}: {exc}")
 
 
+DEFERRED_CLASSES = (ErrorClass.PLEX_DOWN, ErrorClass.STASH_DOWN)
+
+
 def counts_for_breaker(error: BaseException) -> bool:
-    """Only signs of a sick Plex open the breaker; a missing item or a bad request never does."""
-    if isinstance(error, (BreakerOpen, RateLimited)):
-        return False  # the breaker's own refusal, or Plex pacing us: Retry-After handles that
-    return isinstance(error, SyncError) and error.error_class in (ErrorClass.TRANSIENT, ErrorClass.PLEX_DOWN)
+    """Only signs of a sick server open a breaker; a missing item or a bad request never does."""
+    if isinstance(error, (BreakerRefusal, RateLimited)):
+        return False  # a breaker's own refusal, or the server pacing us: Retry-After handles that
+    return isinstance(error, SyncError) and error.error_class in (ErrorClass.TRANSIENT, *DEFERRED_CLASSES)

@@ -4,10 +4,20 @@ The diff is pure: it returns the query parameters of ONE Plex edit request
 (`PUT /library/sections/{sid}/all?type=1&id=..`) holding every changed field with its lock, and
 nothing when nothing changed. Tag lists are always sent complete (Plex replaces a list with what an
 edit carries), built from the FULL current item, never from a partial listing.
+
+Every decision that avoids a write is taken from Plex itself, so any number of worker hosts (each
+with its own `data_dir`) decide alike:
+
+- unchanged fields: the diff against the item's current values;
+- unchanged poster: the item carries the cover label `stash2plex-cover-<fingerprint>` of the Stash
+  screenshot stash2plex uploaded last (set in the same edit request as the fields);
+- `preserve_plex_edits`: with it on, stash2plex writes fields WITHOUT locking them, so a locked field
+  is one a person edited (Plex locks what is edited in its UI), and it is kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +47,7 @@ SCALAR_SWITCHES = {
     "userRating": "rating",
 }
 TAG_KINDS = {"genres": ("genre", "tags"), "collections": ("collection", "collection")}
+COVER_LABEL_PREFIX = "stash2plex-cover-"
 
 
 def strip_secret_query(url: str) -> str:
@@ -81,8 +92,34 @@ def desired_state(scene: StashScene, settings: Settings) -> DesiredState:
         ]
     if on("poster") and scene.screenshot_url:
         desired.poster_url = strip_secret_query(scene.screenshot_url)
-        desired.poster_key = f"{scene.id}:{desired.poster_url}"
+        desired.poster_key = cover_label(scene.id, desired.poster_url)
     return desired
+
+
+def cover_label(scene_id: str, poster_url: str) -> str:
+    """The Plex label that says "this item shows Stash's screenshot of this version".
+
+    From the scene id and the screenshot's path and query (Stash versions it with `?t=`), never the
+    host: hosts that reach Stash by different addresses agree on it.
+    """
+    parts = urlsplit(poster_url)
+    digest = hashlib.sha1(f"{scene_id}|{parts.path}?{parts.query}".encode()).hexdigest()[:12]
+    return f"{COVER_LABEL_PREFIX}{digest}"
+
+
+def poster_is_current(desired: DesiredState, current: PlexItemState) -> bool:
+    """True when the item already shows this version of the Stash screenshot (or posters are not synced)."""
+    return not desired.poster_url or (bool(current.thumb) and desired.poster_key in current.labels)
+
+
+def cover_label_params(current_labels: list[str], marker: str) -> dict[str, str]:
+    """The labels edit that swaps the item's old cover label for `marker`, keeping every other label."""
+    stale = [name for name in current_labels if name.startswith(COVER_LABEL_PREFIX) and name != marker]
+    kept = [name for name in current_labels if not name.startswith(COVER_LABEL_PREFIX)]
+    params = {f"label[{index}].tag.tag": name for index, name in enumerate([*kept, marker])}
+    if stale:
+        params["label[].tag.tag-"] = ",".join(quote(name) for name in stale)
+    return params
 
 
 @dataclass
@@ -107,29 +144,28 @@ def _same_scalar(current: Any, desired: Any) -> bool:
     return (current or "") == (desired or "")
 
 
-def _user_edited(name: str, current_value: Any, current: PlexItemState, written: dict[str, Any], settings: Settings) -> bool:
-    """With preserve_plex_edits, a field locked in Plex holding something we did not write is the user's."""
-    if not settings.preserve_plex_edits or name not in current.locked:
-        return False
-    previous = written.get(name)
-    if isinstance(current_value, list):
-        return bool(current_value) and [v.casefold() for v in current_value] != [v.casefold() for v in previous or []]
-    return bool(current_value) and str(current_value) != str(previous)
+def _user_edited(name: str, current_value: Any, current: PlexItemState, settings: Settings) -> bool:
+    """With preserve_plex_edits (we then never lock), a locked field holding a value is a person's edit."""
+    return settings.preserve_plex_edits and name in current.locked and bool(current_value)
 
 
-def plan_fields(desired: DesiredState, current: PlexItemState, settings: Settings, written: dict[str, Any] | None = None) -> EditPlan:
+def _lock(settings: Settings) -> dict[str, str]:
+    """How a written field is locked: always, except with preserve_plex_edits (then a lock means a person's edit)."""
+    return {} if settings.preserve_plex_edits else {"locked": "1"}
+
+
+def plan_fields(desired: DesiredState, current: PlexItemState, settings: Settings) -> EditPlan:
     """Scalar fields and tag lists (genres, collection); actors are planned by `plan_actors`."""
-    written = written or {}
     plan = EditPlan()
     for name, value in desired.scalar_fields().items():
         current_value = getattr(current, name)
         if _same_scalar(current_value, value):
             continue
-        if _user_edited(name, current_value, current, written, settings):
+        if _user_edited(name, current_value, current, settings):
             plan.preserved.append(name)
             continue
         plan.params[f"{name}.value"] = "" if value is None else str(value)
-        plan.params[f"{name}.locked"] = "1"
+        plan.params.update({f"{name}.{key}": flag for key, flag in _lock(settings).items()})
         plan.changed.append(name)
         plan.diff[name] = (current_value, value)
     for attribute, (kind, _switch) in TAG_KINDS.items():
@@ -137,14 +173,15 @@ def plan_fields(desired: DesiredState, current: PlexItemState, settings: Setting
         if wanted is None:
             continue
         have = getattr(current, attribute)
-        if _user_edited(kind, have, current, written, settings) and settings.tag_mode == "replace":
+        if _user_edited(kind, have, current, settings) and settings.tag_mode == "replace":
             plan.preserved.append(attribute)
             continue
-        plan.merge(_plan_tag_list(kind, attribute, have, wanted, settings.tag_mode))
+        plan.merge(_plan_tag_list(kind, attribute, have, wanted, settings))
     return plan
 
 
-def _plan_tag_list(kind: str, attribute: str, have: list[str], wanted: list[str], mode: str) -> EditPlan:
+def _plan_tag_list(kind: str, attribute: str, have: list[str], wanted: list[str], settings: Settings) -> EditPlan:
+    mode = settings.tag_mode
     plan = EditPlan()
     have_keys = [name.casefold() for name in have]
     if mode == "merge":
@@ -157,13 +194,13 @@ def _plan_tag_list(kind: str, attribute: str, have: list[str], wanted: list[str]
         plan.params[f"{kind}[].tag.tag-"] = ",".join(quote(name) for name in have)
     for index, name in enumerate(target):
         plan.params[f"{kind}[{index}].tag.tag"] = name
-    plan.params[f"{kind}.locked"] = "1"
+    plan.params.update({f"{kind}.{key}": flag for key, flag in _lock(settings).items()})
     plan.changed.append(attribute)
     plan.diff[attribute] = (have, target)
     return plan
 
 
-def plan_actors(wanted: list[Actor] | None, have: list[Actor], settings: Settings, written: dict[str, Any] | None = None) -> EditPlan:
+def plan_actors(wanted: list[Actor] | None, have: list[Actor], settings: Settings) -> EditPlan:
     """The actor list (names, roles, photo URLs) as one complete list, if it differs from Plex's."""
     plan = EditPlan()
     if wanted is None:
@@ -184,7 +221,7 @@ def plan_actors(wanted: list[Actor] | None, have: list[Actor], settings: Setting
             plan.params[f"actor[{index}].tagging.text"] = actor.role
         if actor.thumb:
             plan.params[f"actor[{index}].tag.thumb"] = actor.thumb
-    plan.params["actor.locked"] = "1"
+    plan.params.update({f"actor.{key}": flag for key, flag in _lock(settings).items()})
     plan.changed.append("actors")
     plan.diff["actors"] = ([a.name for a in have], [a.name for a in target])
     return plan
@@ -200,16 +237,3 @@ def _keep_role(actor: Actor, current: dict[str, Actor]) -> Actor:
 
 def _actor_keys(actors: list[Actor]) -> list[tuple[str, str, str]]:
     return [(a.name.casefold(), a.role or "", a.thumb or "") for a in actors]
-
-
-def written_values(params: dict[str, str]) -> dict[str, Any]:
-    """What an edit's parameters write, by field, as remembered for preserve_plex_edits."""
-    values: dict[str, Any] = {}
-    lists: dict[str, list[str]] = {}
-    for key, value in params.items():
-        if key.endswith(".value"):
-            values[key.removesuffix(".value")] = value
-        elif key.endswith(".tag.tag") and "[" in key:
-            lists.setdefault(key.split("[", 1)[0], []).append(value)
-    values.update(lists)
-    return values

@@ -85,6 +85,7 @@ class PlexItemState(_Model):
     userRating: float | None = None
     genres: list[str] = Field(default_factory=list)
     collections: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
     actors: list[Actor] = Field(default_factory=list)
     locked: set[str] = Field(default_factory=set)
     thumb: str | None = None
@@ -105,7 +106,7 @@ class DesiredState(_Model):
     collections: list[str] | None = None
     actors: list[Actor] | None = None
     poster_url: str | None = None
-    poster_key: str | None = None
+    poster_key: str | None = None  # the cover label of this screenshot version (pipeline.metadata.cover_label)
 
     def scalar_fields(self) -> dict[str, str | float]:
         names = ("title", "studio", "summary", "tagline", "originallyAvailableAt", "userRating")
@@ -134,6 +135,7 @@ class Job(_Model):
     changed: list[str] = Field(default_factory=list)
     diff: dict[str, tuple[Any, Any]] = Field(default_factory=dict)
     current_actors: list[Actor] | None = None
+    skip_reason: str | None = None
 
     @field_validator("scene_id", mode="before")
     @classmethod
@@ -158,6 +160,14 @@ class FailureRecord(_Model):
     last_failure: float | None = None
     last_error: str | None = None
     error_class: str | None = None
+
+
+class SkipReason(StrEnum):
+    """Why a scene was skipped on purpose (never an error, never a DLQ entry)."""
+
+    NO_FILE = "no_file"
+    SCENE_GONE = "scene_gone"
+    DISABLED = "disabled"
 
 
 class Outcome(StrEnum):

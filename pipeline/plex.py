@@ -273,6 +273,7 @@ def parse_item(video: ET.Element) -> PlexItemState:
         userRating=float(rating) if rating else None,
         genres=[g.get("tag", "") for g in video.findall("Genre")],
         collections=[c.get("tag", "") for c in video.findall("Collection")],
+        labels=[label.get("tag", "") for label in video.findall("Label")],
         actors=[Actor(name=r.get("tag", ""), role=r.get("role", ""), thumb=r.get("thumb") or None) for r in video.findall("Role")],
         locked={f.get("name", "") for f in video.findall("Field") if f.get("locked") == "1"},
         thumb=video.get("thumb"),

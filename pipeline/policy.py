@@ -8,8 +8,9 @@
 | not_in_plex  | slow retry (`not_found_base_seconds`, doubling, 10 min cap: 12 tries ≈ 1.5 h); DLQ after |
 |              | `not_found_retries`                                                                |
 | internal     | DLQ now (a malformed message)                                                      |
-| plex_down    | defer until the breaker may half-open (at most 15 min, under RabbitMQ's 30 min     |
-|              | consumer timeout), not counted; DLQ once the job is older than `max_defer_days`    |
+| plex_down,   | defer until the server's breaker may half-open (at most 15 min, under RabbitMQ's   |
+| stash_down   | 30 min consumer timeout), not counted; DLQ once the job has been failing for more  |
+|              | than `max_defer_days`                                                              |
 
 Pure: no broker, no clock of its own (`now` is passed in), randomness injectable for tests.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pipeline.config import Settings
-from pipeline.errors import ErrorClass, SyncError
+from pipeline.errors import DEFERRED_CLASSES, ErrorClass, SyncError
 from pipeline.models import FailureRecord, Job
 
 MAX_DELAY_SECONDS = 600.0
@@ -69,7 +70,7 @@ def decide(job: Job, error: SyncError, settings: Settings, now: float | None = N
     now = time.time() if now is None else now
     kind = error.error_class
     record = failure_record(job, error, now, count_attempt=kind in (ErrorClass.TRANSIENT, ErrorClass.NOT_IN_PLEX),
-                            count_deferral=kind == ErrorClass.PLEX_DOWN)
+                            count_deferral=kind in DEFERRED_CLASSES)
     if kind in (ErrorClass.PERMANENT, ErrorClass.INTERNAL):
         reason = "malformed message" if kind == ErrorClass.INTERNAL else "permanent error"
         return Decision(Action.DEAD_LETTER, record, reason=reason)
@@ -84,7 +85,8 @@ def decide(job: Job, error: SyncError, settings: Settings, now: float | None = N
         return Decision(Action.RETRY, record, backoff(record.attempts, settings.not_found_base_seconds, rng=rng))
     age = now - (record.first_failure or now)
     if age > settings.max_defer_days * 86400:
-        return Decision(Action.DEAD_LETTER, record, reason=f"Plex unreachable for more than {settings.max_defer_days:g} days")
+        server = "Stash" if kind == ErrorClass.STASH_DOWN else "Plex"
+        return Decision(Action.DEAD_LETTER, record, reason=f"{server} unreachable for more than {settings.max_defer_days:g} days")
     wait = error.retry_after or settings.breaker_reset_seconds
     jitter = (rng or random).random() * min(5.0, wait * 0.2)
     return Decision(Action.DEFER, record, min(max(wait, 1.0) + jitter, MAX_DEFER_SECONDS))

@@ -110,3 +110,4 @@ def delete_queues(settings: Settings) -> None:
             for name in (queue, delay_queue(queue), dead_queue(queue)):
                 channel.queue_delete(name)
         channel.queue_delete(dlq_name(prefix))
+        channel.queue_delete(f"{dlq_name(prefix)}.synced")

@@ -3,15 +3,16 @@
 For each scene (all, or those updated in the last 24 h / 7 d) it finds the Plex item through the
 same path index and `Matcher` as the sync, reads the full Plex items in batches
 (`PlexClient.fetch_items`, 100 per request), and plans the edit exactly as the push stage would
-(`plan_fields`, `plan_actors`, the poster rule, what stash2plex wrote before from
-`StateStore.written`). Every scene lands in one category:
+(`plan_fields`, `plan_actors`, the poster rule), from Plex's state alone. Every scene lands in one
+category:
 
     not_in_plex   no Plex item holds its file (not scanned yet, path_map wrong, or no file at all)
     ambiguous     several Plex items hold its file name and strict matching is on
     differs       a sync would change these fields (listed)
     in_sync       a sync would change nothing
 
-`missing_only` restricts the comparison to scenes never written by stash2plex or not in Plex.
+`missing_only` restricts the comparison to scenes not in Plex or whose item has never received a
+Stash poster from stash2plex (no `stash2plex-cover-` label).
 No broker here: the caller decides what to enqueue (the scenes that differ).
 """
 
@@ -26,11 +27,10 @@ from enum import StrEnum
 from pipeline.config import Settings
 from pipeline.errors import AmbiguousMatch, NoFiles, NotInPlexYet
 from pipeline.matching import Match, Matcher
-from pipeline.metadata import desired_state, plan_actors, plan_fields
+from pipeline.metadata import COVER_LABEL_PREFIX, desired_state, plan_actors, plan_fields, poster_is_current
 from pipeline.models import PlexItemState, StashScene
 from pipeline.plex import PlexClient
 from pipeline.stash import StashClient, iso_since
-from pipeline.state import StateStore
 
 SCOPE_SECONDS: dict[str, float | None] = {"all": None, "24h": 86400.0, "7d": 7 * 86400.0}
 
@@ -92,26 +92,29 @@ def since_for(scope: str, now: float | None = None) -> str | None:
     return None if seconds is None else iso_since(seconds, now)
 
 
-def changed_fields(scene: StashScene, item: PlexItemState, settings: Settings, written: dict) -> tuple[str, ...]:
+def changed_fields(scene: StashScene, item: PlexItemState, settings: Settings) -> tuple[str, ...]:
     """The fields the push and performers stages would change on `item` for `scene` (poster included)."""
     desired = desired_state(scene, settings)
-    plan = plan_fields(desired, item, settings, written.get("fields"))
+    plan = plan_fields(desired, item, settings)
     actors = plan_actors(desired.actors, item.actors, settings)
     names = plan.changed + actors.changed
-    if desired.poster_url and (written.get("poster_key") != desired.poster_key or not item.thumb):
+    if not poster_is_current(desired, item):
         names.append("poster")
     return tuple(names)
+
+
+def synced_before(item: PlexItemState) -> bool:
+    """The item carries stash2plex's cover label: it has received a sync from stash2plex."""
+    return any(label.startswith(COVER_LABEL_PREFIX) for label in item.labels)
 
 
 class Reconciler:
     """Compares pages of Stash scenes with their Plex items; every dependency is passed in."""
 
-    def __init__(self, settings: Settings, stash: StashClient, plex: PlexClient, store: StateStore,
-                 matcher: Matcher) -> None:
+    def __init__(self, settings: Settings, stash: StashClient, plex: PlexClient, matcher: Matcher) -> None:
         self.settings = settings
         self.stash = stash
         self.plex = plex
-        self.store = store
         self.matcher = matcher
 
     def run(self, scope: str = "all", *, missing_only: bool = False,
@@ -137,14 +140,13 @@ class Reconciler:
                 report.add(verdict)
             elif found is not None:
                 matched.append((scene, found))
-        keys = [found.rating_key for _scene, found in matched]
-        written = self.store.written(keys)
-        if missing_only:
-            report.skipped_written += sum(1 for key in keys if key in written)
-            matched = [(scene, found) for scene, found in matched if found.rating_key not in written]
         current = self.plex.fetch_items([found.rating_key for _scene, found in matched])
         for scene, found in matched:
-            report.add(self._compare(scene, found, current.get(found.rating_key), written.get(found.rating_key, {})))
+            item = current.get(found.rating_key)
+            if missing_only and item is not None and synced_before(item):
+                report.skipped_written += 1
+                continue
+            report.add(self._compare(scene, found, item))
 
     def _match(self, scene: StashScene) -> tuple[SceneComparison | None, Match | None]:
         try:
@@ -156,12 +158,12 @@ class Reconciler:
         except NotInPlexYet as error:
             return SceneComparison(scene.id, Category.NOT_IN_PLEX, detail=str(error)), None
 
-    def _compare(self, scene: StashScene, found: Match, item: PlexItemState | None, written: dict) -> SceneComparison:
+    def _compare(self, scene: StashScene, found: Match, item: PlexItemState | None) -> SceneComparison:
         if item is None:
             self.matcher.index.forget(found.rating_key)  # a stale index entry: the next match looks again
             return SceneComparison(scene.id, Category.NOT_IN_PLEX,
                                    detail=f"Plex item {found.rating_key} is gone (deleted or re-added)")
-        names = changed_fields(scene, item, self.settings, written)
+        names = changed_fields(scene, item, self.settings)
         if names:
             return SceneComparison(scene.id, Category.DIFFERS, fields=names)
         return SceneComparison(scene.id, Category.IN_SYNC)

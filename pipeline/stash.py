@@ -1,28 +1,40 @@
 """A small, loud Stash GraphQL client: one scene, many scenes in one request, paged listings, settings.
 
 Auth is the `ApiKey` header (or the plugin's session cookie); the key never goes into a URL.
-Failures become typed errors: 401/403 -> AuthError, unreachable/5xx/timeouts -> TransientError,
-GraphQL errors -> PermanentError (a query Stash cannot answer will not improve by retrying).
+Every request goes through `_send`, guarded by a circuit breaker of its own (the Stash breaker), and
+failures become typed errors:
+
+| what Stash did                                  | error                                            |
+|-------------------------------------------------|--------------------------------------------------|
+| refused the connection, 502/503/504, breaker open | `StashDown`: deferred without spending retries |
+| 500, 429, read timeout                          | `TransientError` (retried); `StashDown` once it has opened the breaker |
+| 401/403                                         | `AuthError` (permanent)                          |
+| GraphQL errors                                  | `PermanentError` (retrying cannot help)          |
+
+So an outage of any length costs no retry budget: the failure that opens the breaker and every call
+while it is open are deferrals, bounded by `max_defer_days` (pipeline/policy.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
 
 from pipeline import stash_queries as q
+from pipeline.breaker import BreakerState, CircuitBreaker
 from pipeline.config import PLUGIN_ID, Settings
 from pipeline.broker_address import redact_url
-from pipeline.errors import AuthError, PermanentError, TransientError
+from pipeline.errors import AuthError, PermanentError, StashBreakerOpen, StashDown, SyncError, TransientError
 from pipeline.metadata import strip_secret_query
 from pipeline.models import StashScene
 
 PAGE_SIZE = 200
 IDS_PER_REQUEST = 200
+DOWN_STATUSES = (502, 503, 504)  # a proxy or Stash itself saying "not now"
 
 
 def iso_since(seconds: float, now: float | None = None) -> str:
@@ -31,10 +43,18 @@ def iso_since(seconds: float, now: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
+def stash_breaker(settings: Settings, on_change: Callable[[CircuitBreaker], None] | None = None) -> CircuitBreaker:
+    """The Stash circuit breaker of one process (same thresholds as Plex's)."""
+    return CircuitBreaker(settings.breaker_failures, settings.breaker_reset_seconds, on_change=on_change,
+                          service="stash", refusal=StashBreakerOpen)
+
+
 class StashClient:
-    def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
+    def __init__(self, settings: Settings, session: requests.Session | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.url = settings.stash_url
         self.timeout = settings.stash_timeout
+        self.breaker = breaker or stash_breaker(settings)
         self.session = session or requests.Session()
         if settings.stash_api_key is not None:
             self.session.headers["ApiKey"] = settings.stash_api_key.get_secret_value()
@@ -42,19 +62,44 @@ class StashClient:
             self.session.cookies.set("session", settings.stash_session_cookie.get_secret_value())
 
     # --- transport ---------------------------------------------------------------------------
+    def _send(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
+        """One request to Stash through the breaker; a sick-server answer raises a typed error (module docstring)."""
+        self.breaker.before_call()
+        where = redact_url(self.url)
+        error: SyncError | None = None
+        response: requests.Response | None = None
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.ConnectTimeout:
+            error = StashDown(f"Stash at {where} did not accept a connection within {self.timeout:g} s ({what})")
+        except requests.ReadTimeout:
+            error = TransientError(f"Stash at {where} did not answer within {self.timeout:g} s ({what})")
+        except requests.ConnectionError:
+            error = StashDown(f"Stash at {where} is unreachable ({what}): check stash_url and that Stash runs")
+        except requests.RequestException as exc:
+            error = TransientError(f"Stash at {where} failed the {what} request ({type(exc).__name__})")
+        if response is not None:
+            status = response.status_code
+            if status in DOWN_STATUSES:
+                error = StashDown(f"Stash at {where} answered {status} ({what})")
+            elif status >= 500 or status == 429:
+                error = TransientError(f"Stash at {where} answered {status} ({what})")
+        if error is None:
+            assert response is not None
+            self.breaker.record_success()
+            return response
+        self.breaker.record_failure(error)
+        if self.breaker.state != BreakerState.CLOSED and not isinstance(error, StashDown):
+            # This failure opened the breaker (or failed its trial): Stash is sick, so defer like an outage.
+            error = StashDown(f"{error} (Stash breaker {self.breaker.state.value})")
+        raise error
+
     def _post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         where = redact_url(self.url)
-        try:
-            response = self.session.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
-                                         timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise TransientError(f"Stash at {where} timed out ({type(exc).__name__})") from None
-        except requests.ConnectionError:
-            raise TransientError(f"Stash at {where} is unreachable: check stash_url and that Stash runs") from None
+        response = self._send("POST", f"{self.url}/graphql", "GraphQL",
+                              json={"query": query, "variables": variables or {}})
         if response.status_code in (401, 403):
             raise AuthError(f"Stash at {where} refused the credentials ({response.status_code}): check stash_api_key")
-        if response.status_code >= 500 or response.status_code == 429:
-            raise TransientError(f"Stash at {where} answered {response.status_code}")
         try:
             payload = response.json()
         except ValueError:
@@ -119,17 +164,13 @@ class StashClient:
 
     def download(self, url: str) -> bytes:
         """An image Stash serves (screenshot, performer photo), authenticated by header, not by URL."""
-        clean = strip_secret_query(url)
-        try:
-            response = self.session.get(clean, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise TransientError(f"Stash image download failed ({type(exc).__name__})") from None
+        response = self._send("GET", strip_secret_query(url), "image download")
         if response.status_code in (401, 403):
             raise AuthError(f"Stash refused the image download ({response.status_code}): check stash_api_key")
         if response.status_code == 404:
             raise PermanentError("Stash has no image at that address")
         if response.status_code != 200:
-            raise TransientError(f"Stash image download answered {response.status_code}")
+            raise PermanentError(f"Stash image download answered {response.status_code}")
         return response.content
 
 
@@ -144,7 +185,7 @@ def load_settings_with_stash(**overrides: Any) -> "Settings":
     settings = load_settings(**overrides)
     try:
         saved = StashClient(settings).plugin_settings()
-    except (TransientError, PermanentError) as error:
+    except SyncError as error:
         logging.getLogger("stash2plex.config").warning("plugin settings not read from Stash: %s", error)
         return settings
     return load_settings(stash_settings=saved, **overrides) if saved else settings

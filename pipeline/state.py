@@ -1,14 +1,14 @@
 """Local state in one SQLite file under `data_dir`, shared by every worker process of a host.
 
-Holds: the Plex path index (file path -> ratingKey), what stash2plex last wrote to each item (for
-preserve_plex_edits and to skip unchanged posters), the persistent Plex client identifier, breaker
-state per process, and a short outcome log for `status`. WAL mode lets threads and processes read
+Holds: the Plex path index (file path -> ratingKey, a cache of Plex's listings), the persistent Plex
+client identifier, breaker state per process, and a short outcome log for `status`. Nothing here
+decides whether Plex is written to: those decisions come from Plex itself (pipeline/metadata.py), so
+several hosts, each with its own state file, decide alike. WAL mode lets threads and processes read
 while one writes; each thread gets its own connection.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -38,20 +38,17 @@ CREATE TABLE IF NOT EXISTS plex_sections (
     built_at REAL NOT NULL DEFAULT 0,
     refreshed_at REAL NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS written (
-    rating_key INTEGER PRIMARY KEY,
-    scene_id TEXT NOT NULL,
-    fields TEXT NOT NULL DEFAULT '{}',
-    poster_key TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS breaker (
-    owner TEXT PRIMARY KEY,
+DROP TABLE IF EXISTS written;
+DROP TABLE IF EXISTS breaker;
+CREATE TABLE IF NOT EXISTS breakers (
+    owner TEXT NOT NULL,
+    service TEXT NOT NULL,
     state TEXT NOT NULL,
     failures INTEGER NOT NULL,
     opened_at REAL,
     last_error TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (owner, service)
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     ts REAL NOT NULL,
@@ -64,8 +61,6 @@ CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts);
 
 OUTCOME_RETENTION_SECONDS = 7 * 86400
 ERROR_OUTCOMES = ("failed", "dead_letter", "not_found")
-
-WrittenRow = tuple[int, str, dict[str, Any], str | None]  # rating key, scene id, field values, poster key
 
 
 @dataclass(frozen=True)
@@ -171,47 +166,26 @@ class StateStore:
     def path_count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM plex_paths")[0][0])
 
-    # --- what we wrote -----------------------------------------------------------------------
-    def written(self, rating_keys: list[int]) -> dict[int, dict[str, Any]]:
-        if not rating_keys:
-            return {}
-        marks = ",".join("?" * len(rating_keys))
-        rows = self._query(f"SELECT rating_key, fields, poster_key FROM written WHERE rating_key IN ({marks})", rating_keys)
-        return {r[0]: {"fields": json.loads(r[1]), "poster_key": r[2]} for r in rows}
-
-    def record_written(self, rating_key: int, scene_id: str, fields: dict[str, Any] | None = None, poster_key: str | None = None) -> None:
-        self.record_written_many([(rating_key, scene_id, fields or {}, poster_key)])
-
-    def record_written_many(self, rows: list[WrittenRow]) -> None:
-        """Remember, per item, the field values and poster we wrote (merged into what was there)."""
-        if not rows:
-            return
-        with self.transaction() as db:
-            for rating_key, scene_id, fields, poster_key in rows:
-                row = db.execute("SELECT fields, poster_key FROM written WHERE rating_key=?", (rating_key,)).fetchone()
-                merged = json.loads(row[0]) if row else {}
-                merged.update(fields)
-                db.execute(
-                    "INSERT OR REPLACE INTO written (rating_key, scene_id, fields, poster_key, updated_at) VALUES (?,?,?,?,?)",
-                    (rating_key, scene_id, json.dumps(merged), poster_key or (row[1] if row else None), time.time()),
-                )
-
     # --- breaker and outcomes ----------------------------------------------------------------
-    def save_breaker(self, owner: str, state: str, failures: int, opened_at: float | None, last_error: str | None) -> None:
+    def save_breaker(self, owner: str, state: str, failures: int, opened_at: float | None, last_error: str | None,
+                     service: str = "plex") -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO breaker (owner, state, failures, opened_at, last_error, updated_at) VALUES (?,?,?,?,?,?)",
-                (owner, state, failures, opened_at, last_error, time.time()),
+                "INSERT OR REPLACE INTO breakers (owner, service, state, failures, opened_at, last_error, updated_at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (owner, service, state, failures, opened_at, last_error, time.time()),
             )
 
     def forget_breakers(self, owners: list[str]) -> None:
         """Drop the breaker rows of these owners (worker processes that are gone)."""
         with self.transaction() as db:
-            db.executemany("DELETE FROM breaker WHERE owner = ?", [(owner,) for owner in owners])
+            db.executemany("DELETE FROM breakers WHERE owner = ?", [(owner,) for owner in owners])
 
     def breakers(self) -> list[dict[str, Any]]:
-        rows = self._query("SELECT owner, state, failures, opened_at, last_error, updated_at FROM breaker ORDER BY updated_at DESC")
-        keys = ("owner", "state", "failures", "opened_at", "last_error", "updated_at")
+        """Every process's Plex and Stash breaker, newest change first."""
+        rows = self._query("SELECT owner, service, state, failures, opened_at, last_error, updated_at FROM breakers "
+                           "ORDER BY updated_at DESC")
+        keys = ("owner", "service", "state", "failures", "opened_at", "last_error", "updated_at")
         return [dict(zip(keys, row)) for row in rows]
 
     def record_outcomes(self, rows: list[tuple[str, str, str | None]]) -> None:

@@ -23,16 +23,16 @@ from dataclasses import dataclass, field
 
 from pipeline.breaker import CircuitBreaker
 from pipeline.config import Settings
-from pipeline.errors import NoFiles, NotInPlexYet, SyncError, TransientError
+from pipeline.errors import NotInPlexYet, SyncError, TransientError
 from pipeline.logs import log_event, show_path
 from pipeline.matching import Matcher, PathIndex, map_path
-from pipeline.metadata import desired_state, plan_actors, plan_fields, written_values
-from pipeline.models import Job, Outcome, PlexItemState, StashScene
+from pipeline.metadata import cover_label_params, desired_state, plan_actors, plan_fields, poster_is_current
+from pipeline.models import Job, Outcome, PlexItemState, SkipReason, StashScene
 from pipeline.pacing import RateLimiter
 from pipeline.policy import failure_record
 from pipeline.plex import ItemGone, PlexClient, RequestListener
-from pipeline.stash import StashClient
-from pipeline.state import StateStore, WrittenRow
+from pipeline.stash import StashClient, stash_breaker
+from pipeline.state import StateStore
 
 logger = logging.getLogger("stash2plex.sync")
 
@@ -50,6 +50,11 @@ class StageResult:
     def fail(self, job: Job, error: SyncError, stage: str) -> None:
         error.stage = error.stage or stage
         self.failed.append((job, error))
+
+    def skip(self, job: Job, reason: SkipReason, detail: str) -> None:
+        """Finished on purpose without a write: a counted `skipped` outcome, never an error or a DLQ entry."""
+        job.skip_reason = reason.value
+        self.done.append((job, Outcome.SKIPPED, detail))
 
 
 def _unexpected(exc: Exception) -> SyncError:
@@ -79,7 +84,8 @@ class SyncEngine:
         store = StateStore(settings.data_dir, settings.outcome_retention_days * 86400)
         breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_seconds, on_change=on_breaker_change)
         plex = PlexClient(settings, store.client_identifier(), breaker, RateLimiter(settings.plex_max_rps), on_request)
-        return cls(settings, StashClient(settings), plex, store)
+        stash = StashClient(settings, breaker=stash_breaker(settings, on_change=on_breaker_change))
+        return cls(settings, stash, plex, store)
 
     def step(self, stage: str) -> Callable[[list[Job]], StageResult]:
         """The step of `stage` (fetch, match, push, performers)."""
@@ -90,7 +96,8 @@ class SyncEngine:
     def fetch(self, jobs: list[Job]) -> StageResult:
         result = StageResult()
         if not self.settings.enabled:
-            result.done = [(job, Outcome.SKIPPED, "stash2plex is disabled (enabled=false)") for job in jobs]
+            for job in jobs:
+                result.skip(job, SkipReason.DISABLED, "stash2plex is disabled (enabled=false)")
             return result
         first_of_scene: dict[str, Job] = {}
         for job in jobs:
@@ -109,7 +116,7 @@ class SyncEngine:
             scene = scenes.get(job.scene_id)
             if scene is None:
                 log_event(logger, "scene_gone", level=logging.WARNING, scene_id=job.scene_id, stage="fetch")
-                result.done.append((job, Outcome.SKIPPED, "scene no longer in Stash"))
+                result.skip(job, SkipReason.SCENE_GONE, "scene no longer in Stash")
                 continue
             self._prepare(job, scene, result)
         return result
@@ -123,7 +130,10 @@ class SyncEngine:
 
     def _prepare(self, job: Job, scene: StashScene, result: StageResult) -> None:
         if not scene.files:
-            result.fail(job, NoFiles(f"scene {scene.id} has no file in Stash, so no Plex item can match it"), "fetch")
+            detail = f"No file path for scene {scene.id}, cannot sync"  # the older plugin's words, which users know
+            log_event(logger, "skipped", level=logging.WARNING, scene_id=scene.id, stage="fetch",
+                      reason=SkipReason.NO_FILE.value, message=detail)
+            result.skip(job, SkipReason.NO_FILE, detail)
             return
         try:
             job.desired = desired_state(scene, self.settings)
@@ -199,11 +209,9 @@ class SyncEngine:
             for job in jobs:
                 result.fail(job, error, "push")
             return result
-        written = self.store.written(keys)
-        posters: list[WrittenRow] = []
         for job in jobs:
             try:
-                self._push_one(job, current, written, posters)
+                self._push_one(job, current)
             except SyncError as error:
                 result.fail(job, error, error.stage or "push")
                 continue
@@ -211,46 +219,43 @@ class SyncEngine:
                 result.fail(job, _unexpected(exc), "push")
                 continue
             result.forward.append(job)
-        self.store.record_written_many(posters)
         return result
 
-    def _push_one(self, job: Job, current: dict[int, PlexItemState], written: dict[int, dict], posters: list[WrittenRow]) -> None:
+    def _push_one(self, job: Job, current: dict[int, PlexItemState]) -> None:
+        """Plan the fields from the item's current state and upload a changed poster (decided from Plex alone)."""
         assert job.desired is not None and job.rating_key is not None
         item = current.get(job.rating_key)
         if item is None:
             self.index.forget(job.rating_key)
             job.rating_key = None
             raise ItemGone(f"Plex item of scene {job.scene_id} is gone; matching again", stage="match")
-        mine = written.get(job.rating_key, {})
-        plan = plan_fields(job.desired, item, self.settings, mine.get("fields"))
+        plan = plan_fields(job.desired, item, self.settings)
         job.edit, job.changed, job.diff = plan.params, plan.changed, plan.diff
         job.current_actors = item.actors
         job.section_id = item.section_id
         for name in plan.preserved:
             log_event(logger, "kept_plex_edit", scene_id=job.scene_id, stage="push", field=name)
         desired = job.desired
-        if desired.poster_url and (mine.get("poster_key") != desired.poster_key or not item.thumb):
+        if desired.poster_url and desired.poster_key and not poster_is_current(desired, item):
             job.changed.append("poster")
             job.diff["poster"] = (item.thumb, desired.poster_url)
             if not (job.dry_run or self.settings.dry_run):
                 self.plex.upload_poster(job.rating_key, self.stash.download(desired.poster_url))
-                posters.append((job.rating_key, job.scene_id, {}, desired.poster_key))
+                job.edit.update(cover_label_params(item.labels, desired.poster_key))  # rides on the one edit
 
     # --- performers and the edit -------------------------------------------------------------
     def performers(self, jobs: list[Job]) -> StageResult:
         result = StageResult()
-        written: list[WrittenRow] = []
         for job in jobs:
             try:
-                result.done.append((job, *self._commit(job, written)))
+                result.done.append((job, *self._commit(job)))
             except SyncError as error:
                 result.fail(job, error, "performers")
             except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
                 result.fail(job, _unexpected(exc), "performers")
-        self.store.record_written_many(written)
         return result
 
-    def _commit(self, job: Job, written: list[WrittenRow]) -> tuple[Outcome, str]:
+    def _commit(self, job: Job) -> tuple[Outcome, str]:
         assert job.desired is not None and job.rating_key is not None and job.section_id is not None
         actors = plan_actors(job.desired.actors, job.current_actors or [], self.settings)
         params = {**job.edit, **actors.params}
@@ -264,7 +269,6 @@ class SyncEngine:
             return Outcome.DRY_RUN, ",".join(changed)
         if params:
             self.plex.edit(job.section_id, job.rating_key, params)
-            written.append((job.rating_key, job.scene_id, written_values(params), None))
         latency_ms = (time.time() - job.origin_ts) * 1000
         log_event(logger, "updated", scene_id=job.scene_id, stage="performers", rating_key=job.rating_key,
                   changed=changed, latency_ms=round(latency_ms, 1))

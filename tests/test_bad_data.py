@@ -31,13 +31,14 @@ def item_of(plex, path: str) -> dict:
     return plex.item(plex.rating_key_for_file(path))
 
 
-def test_a_scene_without_files_fails_permanently_with_a_clear_line(make_settings, stash, plex, log_lines):
+def test_a_scene_without_files_is_skipped_with_the_older_plugins_line(make_settings, stash, plex, log_lines):
     stash.update_scene("1", files=[])
     summary = sync(make_settings, "1")
-    assert summary.counts["failed"] == 1
-    [(scene_id, _outcome, detail)] = summary.problems
-    assert scene_id == "1" and detail.startswith("permanent:") and "no file" in detail
-    assert "scene_id=1" in log_lines.getvalue() and "stage=fetch" in log_lines.getvalue()
+    assert summary.counts["skipped"] == 1 and summary.counts["failed"] == 0
+    line = next(line for line in log_lines.getvalue().splitlines() if "skipped" in line)
+    assert "No file path for scene 1, cannot sync" in line
+    assert "scene_id=1" in line and "stage=fetch" in line and "reason=no_file" in line
+    assert not any(r.method == "PUT" for r in plex.requests)
 
 
 def test_a_file_plex_does_not_have_is_not_found(make_settings, stash, plex, log_lines):

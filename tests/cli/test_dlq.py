@@ -11,7 +11,8 @@ pytestmark = pytest.mark.rabbitmq
 
 ENTRY_KEYS = {"id": str, "scene_id": str, "stage": str, "actor": str, "error_class": str, "message": str,
               "reason": str, "attempts": int, "deferrals": int, "first_failure": (float, type(None)),
-              "last_failure": (float, type(None)), "dead_lettered_at": float, "age_seconds": float}
+              "last_failure": (float, type(None)), "dead_lettered_at": float, "age_seconds": float,
+              "count": int, "first_seen": float, "last_seen": float}
 
 
 def test_dlq_list_json_lists_every_entry_with_typed_keys(cli, queue_prefix):
@@ -26,6 +27,16 @@ def test_dlq_list_json_lists_every_entry_with_typed_keys(cli, queue_prefix):
         for key, kind in ENTRY_KEYS.items():
             assert isinstance(entry[key], kind), f"{key}={entry[key]!r}"
         assert "job" not in entry
+
+
+def test_dlq_list_shows_a_scene_dead_lettered_twice_once_with_its_count(cli, queue_prefix):
+    publish_dead_letter(queue_prefix, "1")
+    publish_dead_letter(queue_prefix, "1", stage="match", error_class="not_in_plex")
+    listing = cli("dlq", "list", "--json").json()
+    [entry] = listing["entries"]
+    assert entry["count"] == 2 and entry["error_class"] == "not_in_plex" and entry["first_seen"] <= entry["last_seen"]
+    table = cli("dlq", "list")
+    assert table.returncode == 0 and "times" in table.stdout and "first seen" in table.stdout
 
 
 def test_dlq_list_accepts_json_as_a_global_option(cli, queue_prefix):

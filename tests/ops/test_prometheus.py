@@ -58,8 +58,8 @@ def test_alert_rules_pass_their_promtool_unit_tests():
 
 def test_every_required_alert_has_a_rule_and_a_unit_test():
     names = {rule["alert"] for rule in alert_rules()}
-    assert names == {"Stash2plexBreakerOpen", "Stash2plexDeadLetterQueueGrowing", "Stash2plexBacklogNotDraining",
-                     "Stash2plexNoWorkerUp", "Stash2plexSyncLatencyHigh", "RabbitMQDown"}
+    assert names == {"Stash2plexBreakerOpen", "Stash2plexStashBreakerOpen", "Stash2plexDeadLetterQueueGrowing",
+                     "Stash2plexBacklogNotDraining", "Stash2plexNoWorkerUp", "Stash2plexSyncLatencyHigh", "RabbitMQDown"}
     tested = {case["alertname"] for test in yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
               for case in test["alert_rule_test"] if case.get("exp_alerts")}
     assert tested == names

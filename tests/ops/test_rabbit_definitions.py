@@ -34,6 +34,7 @@ def test_definitions_declare_the_durable_dlq_with_its_retention():
     queues = {q["name"]: q for q in queue_definitions(explicit_settings(dlq_retention_days=3))["queues"]}
     dlq = queues["stash2plex.dlq"]
     assert dlq["durable"] and dlq["arguments"] == {"x-message-ttl": 3 * 86_400_000}
+    assert queues["stash2plex.dlq.synced"]["durable"]
 
 
 def test_password_hash_is_rabbitmqs_salted_sha256():
@@ -79,6 +80,7 @@ def test_loaded_definitions_let_workers_and_dlq_declare_their_queues_without_con
         runtime.close()
     with rabbit.connection(settings) as opened:
         assert rabbit.passive_declare(opened, settings.dlq_name) is not None
+        assert rabbit.passive_declare(opened, f"{settings.dlq_name}.synced") is not None
 
 
 def test_definitions_give_the_hooks_queue_the_arguments_the_hook_declares():

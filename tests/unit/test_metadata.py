@@ -1,7 +1,16 @@
 """Desired state and the diff: one complete edit with locks, nothing when nothing changed."""
 
 from pipeline.config import load_settings
-from pipeline.metadata import desired_state, plan_actors, plan_fields, strip_secret_query, written_values
+from pipeline.metadata import (
+    COVER_LABEL_PREFIX,
+    cover_label,
+    cover_label_params,
+    desired_state,
+    plan_actors,
+    plan_fields,
+    poster_is_current,
+    strip_secret_query,
+)
 from pipeline.models import Actor, PlexItemState, StashScene
 
 SETTINGS = load_settings()
@@ -90,15 +99,15 @@ def test_replace_mode_removes_tags_stash_no_longer_has():
 def test_preserve_plex_edits_keeps_a_field_the_user_locked():
     settings = load_settings(preserve_plex_edits=True)
     current = item(title="User Title", locked={"title"})
-    plan = plan_fields(desired_state(scene(), settings), current, settings, written={})
+    plan = plan_fields(desired_state(scene(), settings), current, settings)
     assert "title.value" not in plan.params and plan.preserved == ["title"]
 
 
-def test_preserve_plex_edits_still_updates_a_field_we_wrote_ourselves():
+def test_preserve_plex_edits_updates_an_unlocked_field_and_leaves_it_unlocked():
     settings = load_settings(preserve_plex_edits=True)
-    current = item(title="Our Old Title", locked={"title"})
-    plan = plan_fields(desired_state(scene(), settings), current, settings, written={"title": "Our Old Title"})
+    plan = plan_fields(desired_state(scene(), settings), item(title="Our Old Title"), settings)
     assert plan.params["title.value"] == "A Title"
+    assert not any(key.endswith(".locked") for key in plan.params)  # a lock then means a person's edit
 
 
 def test_actor_plan_sends_names_and_photos_and_keeps_plex_roles():
@@ -114,9 +123,24 @@ def test_actor_plan_is_empty_when_actors_match():
     assert plan_actors(same, same, SETTINGS).params == {}
 
 
-def test_written_values_remember_scalars_and_lists():
-    assert written_values({"title.value": "T", "title.locked": "1", "genre[0].tag.tag": "A", "genre[1].tag.tag": "B"}) == {
-        "title": "T", "genre": ["A", "B"]}
+def test_the_cover_label_ignores_the_stash_host_and_key_but_follows_the_screenshot_version():
+    one = cover_label("7", "http://stash:9999/scene/7/screenshot?t=99")
+    assert one == cover_label("7", "http://192.168.1.5:9999/scene/7/screenshot?t=99")
+    assert one != cover_label("7", "http://stash:9999/scene/7/screenshot?t=100")
+    assert one.startswith(COVER_LABEL_PREFIX)
+
+
+def test_a_poster_is_current_only_when_plex_carries_this_versions_cover_label():
+    desired = desired_state(scene(), SETTINGS)
+    assert not poster_is_current(desired, item(thumb="/library/metadata/42/thumb/1"))
+    assert not poster_is_current(desired, item(labels=[desired.poster_key]))  # no poster at all in Plex
+    assert poster_is_current(desired, item(thumb="/library/metadata/42/thumb/1", labels=[desired.poster_key]))
+
+
+def test_cover_label_params_swap_the_old_cover_label_and_keep_the_others():
+    params = cover_label_params(["Favourite", f"{COVER_LABEL_PREFIX}old"], f"{COVER_LABEL_PREFIX}new")
+    assert params["label[0].tag.tag"] == "Favourite" and params["label[1].tag.tag"] == f"{COVER_LABEL_PREFIX}new"
+    assert params["label[].tag.tag-"] == f"{COVER_LABEL_PREFIX}old"
 
 
 def test_strip_secret_query_removes_api_keys_only():

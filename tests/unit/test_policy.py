@@ -4,6 +4,8 @@ import random
 
 from pipeline.config import load_settings
 from pipeline.errors import (
+    StashBreakerOpen,
+    StashDown,
     AuthError,
     BreakerOpen,
     MalformedMessage,
@@ -83,6 +85,18 @@ def test_plex_down_dead_letters_after_the_max_age():
     job = Job(scene_id="1", first_failure=1000.0)
     decision = decide(job, PlexDown("refused"), SETTINGS, now=1000.0 + 2 * 86400, rng=RNG)
     assert decision.action == Action.DEAD_LETTER
+
+
+def test_stash_down_defers_without_spending_retries():
+    job, decisions = fail_repeatedly(Job(scene_id="1"), StashBreakerOpen("open", retry_after=30), 50)
+    assert all(d.action == Action.DEFER for d in decisions)
+    assert job.attempts == 0 and job.deferrals == 50
+
+
+def test_stash_down_dead_letters_after_the_max_age_naming_stash():
+    job = Job(scene_id="1", first_failure=1000.0)
+    decision = decide(job, StashDown("refused"), SETTINGS, now=1000.0 + 8 * 86400, rng=RNG)
+    assert decision.action == Action.DEAD_LETTER and "Stash unreachable" in decision.reason
 
 
 def test_backoff_stays_within_half_and_full_ceiling():
