@@ -14,7 +14,7 @@ A compressed day (`--day-seconds`) is a script of timed events:
     0.00  `sync --all` (every id, in `fetch_scene` batches of batch_size, through the CLI's own sender)
     0.02-0.50  `--edits` scene edits in Stash (GraphQL `sceneUpdate`), each published by the hook's own
           `deliver()` (spooled to disk when RabbitMQ is down)
-    every second  `flush_hook_spool`;  0.45 `reconcile_library` (scope all);  0.95 `rebuild_path_index`
+    every second  `flush_hook_spool` and `tidy_dlq`;  0.45 `reconcile_library` (scope all);  0.95 `rebuild_path_index`
     fault days (`--fault`, defaults below): 0.04 SIGKILL of one worker process (`kill`); 0.08-0.33 Plex
           down (`plex`, longer than breaker_reset_seconds); 0.55 a second `sync --all` and Stash down
           until 0.85 (`stash`); 0.88 RabbitMQ `stop_app`, 3 edits spooled by the hook, `start_app` (`rabbit`)
@@ -321,6 +321,21 @@ def dlq_scene_ids(settings: Settings) -> Counter[str]:
         dlq.close()
 
 
+def dlq_depth(settings: Settings) -> int:
+    from pipeline.rabbit import queue_depth
+
+    return queue_depth(settings, settings.dlq_name)
+
+
+def last_outcome(data_dir: Path, scene_id: str) -> str:
+    """The newest outcome state.db recorded for the scene ('' when none)."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "state.db", timeout=30) as db:
+        row = db.execute("SELECT outcome FROM outcomes WHERE scene_id=? ORDER BY ts DESC LIMIT 1", (scene_id,)).fetchone()
+    return str(row[0]) if row else ""
+
+
 def state_db_kb(data_dir: Path) -> float:
     return sum(p.stat().st_size for p in (data_dir / "state.db", data_dir / "state.db-wal") if p.exists()) / 1024
 
@@ -334,8 +349,9 @@ class DayReport:
     edited_scenes: int              # distinct scenes edited
     edits_synced: int               # of those, how many show their latest edit in Plex
     lost: list[str]
-    dlq_size: int
-    dlq_unexpected: dict[str, int]
+    dlq_size: int                   # messages in <prefix>.dlq
+    dlq_unexpected: dict[str, int]  # scene -> entries beyond (or, negative, missing from) one per unsyncable scene
+    no_file_outcome: str            # the last recorded outcome of the scene without a file
     rss_mb: float
     state_db_kb: float
     drained: bool
@@ -435,8 +451,9 @@ class Soak:
         events: list[tuple[float, str, Callable[[], Any]]] = [(0.0, "sync_all", self.sync_all)]
         for n in range(self.args.edits):
             events.append((0.02 + 0.48 * n / max(1, self.args.edits), "edit", self.edit_scene))
-        for second in range(1, int(seconds)):
+        for second in range(1, int(seconds)):  # the every-minute schedules, once a wall second
             events.append((second / seconds, "flush", lambda: self.send_maintenance("flush_hook_spool")))
+            events.append((second / seconds, "tidy", lambda: self.send_maintenance("tidy_dlq")))
         events.append((0.45, "reconcile", lambda: self.send_maintenance("reconcile_library", "all", False)))
         events.append((0.95, "rebuild_index", lambda: self.send_maintenance("rebuild_path_index")))
         if "kill" in faults:
@@ -447,7 +464,7 @@ class Soak:
             events += [(0.55, "stash_down", lambda: self.stash.set_up(False)), (0.551, "sync_all", self.sync_all),
                        (0.85, "stash_up", lambda: self.stash.set_up(True))]
         if "rabbit" in faults:
-            events = [e for e in events if not (e[1] == "flush" and 0.84 <= e[0] < 0.88)]
+            events = [e for e in events if not (e[1] in ("flush", "tidy") and 0.84 <= e[0] < 0.88)]
             events.append((0.88, "rabbit_restart", self.restart_rabbitmq))
         return sorted(events, key=lambda e: e[0])
 
@@ -490,17 +507,21 @@ class Soak:
     # --- invariants -----------------------------------------------------------------------------
     def check_day(self, day: int, faults: list[str], drained: bool, restarts: int, seconds: float) -> DayReport:
         dlq = dlq_scene_ids(self.settings)
+        dlq_messages = dlq_depth(self.settings)
         titles = plex_titles(self.plex.url, list(self.library.rating_keys.values()))
         out_of_sync = [s for s, title in self.library.titles.items() if titles.get(self.library.rating_keys[s]) != title]
         lost = [s for s in out_of_sync if s not in dlq]
         unexpected = {s: n for s, n in (dlq - self.library.expected_dlq).items()}
+        if dlq_messages != sum(dlq.values()):  # the listing merges per scene; the queue itself must too
+            unexpected["(messages in the queue)"] = dlq_messages - sum(dlq.values())
         missing = {s: n for s, n in (self.library.expected_dlq - dlq).items()}
         queues_left = self.queues_left()
         metrics = scrape(self.metrics_port)
         report = DayReport(
             day=day, faults=faults, edits=self.edit_counter - self.edits_before, edited_scenes=len(self.edits_today),
             edits_synced=sum(1 for s in self.edits_today if s not in out_of_sync), lost=lost,
-            dlq_size=sum(dlq.values()), dlq_unexpected={**unexpected, **{s: -n for s, n in missing.items()}},
+            dlq_size=dlq_messages, dlq_unexpected={**unexpected, **{s: -n for s, n in missing.items()}},
+            no_file_outcome=last_outcome(self.data_dir, self.library.no_file),
             rss_mb=self.workers.rss_mb(), state_db_kb=state_db_kb(self.data_dir), drained=drained,
             queues_left=queues_left, dead_series=sorted(dead_series_pids(metrics)) if metrics else [],
             dead_files=dead_metric_files(self.prom_dir), restarts=restarts, seconds=seconds)
@@ -509,7 +530,9 @@ class Soak:
         return report
 
     def queues_left(self) -> dict[str, int]:
-        return {name: n for name, n in management_queues(self.prefix).items() if n and name != self.settings.dlq_name}
+        """Queues of the prefix holding messages, but the DLQ itself (and its lock, empty by design)."""
+        dlq = self.settings.dlq_name
+        return {name: n for name, n in management_queues(self.prefix).items() if n and name not in (dlq, f"{dlq}.lock")}
 
     def flat(self, report: DayReport) -> bool | None:
         """RSS within the growth bound of its day-3 value, state.db (+ -wal) of its day-8 value (None before)."""
@@ -531,6 +554,8 @@ class Soak:
             report = self.run_day(day, faults)
             self.reports.append(report)
             print(day_row(report), flush=True)
+            if self.args.json:
+                write_json(self.args.json, self.reports, ok=None)
         return self.reports
 
     def close(self) -> None:
@@ -553,7 +578,7 @@ def failed_invariants(report: DayReport) -> list[str]:
     failed = []
     if report.lost:
         failed.append("a")
-    if report.dlq_unexpected:
+    if report.dlq_unexpected or report.no_file_outcome != "skipped":
         failed.append("b")
     if report.flat is False:
         failed.append("c")
@@ -563,15 +588,15 @@ def failed_invariants(report: DayReport) -> list[str]:
 
 
 # --- output -----------------------------------------------------------------------------------------
-TABLE_HEADER = ("| day | faults | edits | synced | lost | DLQ size | RSS MB | state.db KB | queues empty | invariants |\n"
-                "|---|---|---|---|---|---|---|---|---|---|")
+TABLE_HEADER = ("| day | faults | edits | synced | lost | DLQ size | RSS MB | state.db KB | queues empty | invariants | wall s |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def day_row(r: DayReport) -> str:
     invariants = "OK" if r.ok else "FAIL " + ",".join(r.failed)
     return (f"| {r.day} | {'+'.join(r.faults) or '-'} | {r.edits} | {r.edits_synced}/{r.edited_scenes} | {len(r.lost)} | "
             f"{r.dlq_size} | {r.rss_mb:.0f} | {r.state_db_kb:.0f} | {'yes' if not r.queues_left and r.drained else 'NO'} | "
-            f"{invariants} |")
+            f"{invariants} | {r.seconds:.0f} |")
 
 
 def summary(reports: list[DayReport], args: argparse.Namespace, elapsed: float) -> list[tuple[str, str]]:
@@ -643,6 +668,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def write_json(path: Path, reports: list[DayReport], ok: bool | None) -> None:
+    """The day reports (after every day, so an interrupted run leaves them) and the result (None: running)."""
+    path.write_text(json.dumps({"ok": ok, "days": [asdict(r) | {"ok": r.ok} for r in reports]}, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="s2p-soak-"))
@@ -664,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = all(r.ok for r in reports) and len(reports) == args.days
     print_table("soak summary", summary(reports, args, time.monotonic() - started))
     if args.json:
-        args.json.write_text(json.dumps({"ok": ok, "days": [asdict(r) | {"ok": r.ok} for r in reports]}, indent=1))
+        write_json(args.json, reports, ok)
     return 0 if ok else 1
 
 
