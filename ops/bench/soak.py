@@ -87,7 +87,7 @@ DEFAULT_FAULT_DAYS = {"plex": [2, 9, 16, 23, 30], "stash": [3, 11, 17, 25], "kil
 RSS_BASELINE_DAY = 3      # the workers have seen every kind of day (full syncs, a Plex and a Stash outage)
 STATE_BASELINE_DAY = 8    # the outcome log holds 7 days, and the WAL reaches its checkpoint size, by then
 DRAIN_TIMEOUT_SECONDS = 120.0
-QUIET_SECONDS = 6.0  # longer than the management API's refresh of its counts (every 5 s)
+QUIET_SECONDS = 5.5  # longer than the management API's refresh of its counts (every 5 s)
 RABBIT_DOWN_SECONDS = 3.0
 PID_LABEL = re.compile(r'pid="(\d+)"')
 PID_IN_FILE = re.compile(r"_(\d+)\.db$")
