@@ -27,7 +27,7 @@ RUN pip install --no-deps -e .
 USER stash2plex
 ENV STASH2PLEX_DATA_DIR=/data dramatiq_prom_db=/tmp/dramatiq-prometheus STASH2PLEX_METRICS_HOST=0.0.0.0
 VOLUME /data
-EXPOSE 9191
+EXPOSE 9191 8787
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["python", "-m", "ops.healthcheck", "worker"]
 CMD ["dramatiq", "actors", "--processes", "2", "--threads", "4"]

@@ -1,4 +1,4 @@
-"""`stash2plex`: the operator CLI (sync, status, dlq, reconcile, doctor, demo, worker, plugin install).
+"""`stash2plex`: the operator CLI (sync, status, dlq, reconcile, doctor, demo, worker, provider, plugin install).
 
 Thin: each command parses its options, calls one function of an `ops` module (the same functions
 the Stash plugin tasks use), and renders the result: rich tables for people, `--json` for machines.
@@ -23,7 +23,7 @@ import typer
 try:  # typer >= 0.22 vendors click as typer._click
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - older typer with click installed
-    from click.exceptions import UsageError  # type: ignore[no-redef]
+    from click.exceptions import UsageError  # type: ignore[no-redef,assignment]
 
 from ops import render
 from ops.common import (
@@ -555,6 +555,31 @@ def worker(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, args)
+
+
+# --- provider -----------------------------------------------------------------------------------------
+@app.command(epilog=EXIT_CODES_HELP)
+@handles_failures
+def provider(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(
+        "--host", help="Address to bind (default: provider_host, 127.0.0.1). Plex must reach it: the LAN address or 0.0.0.0 when Plex runs elsewhere.")] = None,
+    port: Annotated[int | None, typer.Option(
+        "--port", min=1, max=65535, help="Port to bind (default: provider_port, 8787).")] = None,
+) -> None:
+    """Serve the Plex custom metadata provider: add http://HOST:PORT in Plex (Settings > Metadata Agents > Add Provider).
+
+    Answers come from a local index of Stash's scenes (data_dir/provider.db), kept fresh in the
+    background; settings come from the environment and --config only (the provider starts while Stash is down).
+    """
+    from ops.provider import serve
+
+    settings = state_of(ctx).settings(with_stash=False)
+    setup_cli_logging(level="DEBUG" if settings.debug_logging else settings.log_level)
+    bind_host, bind_port = host or settings.provider_host, port or settings.provider_port
+    render.note(f"stash2plex provider on http://{bind_host}:{bind_port} (Stash at {redact_url(settings.stash_url)})")
+    sys.stdout.flush()
+    serve(settings, bind_host, bind_port)
 
 
 # --- plugin -------------------------------------------------------------------------------------------

@@ -110,9 +110,10 @@ class Settings(BaseSettings):
     sync_background: bool = False
     sync_collection: bool = True
     sync_rating: bool = False
-    performer_thumbs: bool = True
+    performer_thumbs: bool = True  # accepted, no effect: Plex documents no actor-photo edit (pipeline/metadata.py)
     max_tags: int = Field(100, ge=0, le=1000)
     dry_run: bool = False
+    push_mode: Literal["fields", "refresh"] = "fields"
 
     # --- retries, breaker, pacing -----------------------------------------------------------
     max_retries: int = Field(5, ge=0, le=50)
@@ -131,6 +132,14 @@ class Settings(BaseSettings):
     batch_size: int = Field(50, ge=1, le=500)
     dlq_retention_days: int = Field(30, ge=1, le=3650)
     outcome_retention_days: float = Field(7.0, gt=0, le=3650, description="outcome log kept in state.db")
+
+    # --- Plex metadata provider (`stash2plex provider`) -----------------------------------------
+    provider_host: str = "127.0.0.1"
+    provider_port: int = Field(8787, ge=1, le=65535)
+    provider_public_url: str | None = Field(None, description="base URL Plex reaches the provider at; default: the Host Plex used")
+    provider_adult: bool = True
+    provider_refresh_seconds: float = Field(10.0, gt=0, le=3600)
+    provider_stash_timeout: float = Field(2.0, gt=0, le=30)
 
     # --- schedules ----------------------------------------------------------------------------
     reconcile_interval: Literal["never", "hourly", "daily", "weekly"] = "never"
@@ -178,6 +187,11 @@ class Settings(BaseSettings):
         except BrokerUrlError as exc:
             raise ValueError(f"{exc} (or stub:// for the in-process broker)") from None
         return value
+
+    @field_validator("provider_public_url")
+    @classmethod
+    def _optional_http_url(cls, value: str | None) -> str | None:
+        return None if not value else cls._http_url(value)
 
     @field_validator("stash_url", "plex_url")
     @classmethod

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -63,12 +64,54 @@ class JsonFormatter(logging.Formatter):
         return scrub(json.dumps(payload, default=str, ensure_ascii=False))
 
 
+class SerializedStream:
+    """A stream whose writes are serialized by one lock, whoever writes: our handler, the root handler, print().
+
+    In a `dramatiq actors` worker process sys.stderr is dramatiq's log pipe, and every write is one framed
+    message on it. The root handler (dramatiq's) and ours each hold a lock of their own, so two threads
+    could send at once, interleave the frames, and leave dramatiq's reader waiting for bytes that never
+    come, with every worker thread then blocked on logging. One lock for the stream prevents that.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def serialized(stream: Any) -> SerializedStream:
+    """`stream` behind one lock, shared with the root logger's handlers and sys.stdout/stderr that use it."""
+    if isinstance(stream, SerializedStream):
+        return stream
+    wrapped = SerializedStream(stream)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
+            handler.setStream(wrapped)
+    if sys.stderr is stream:
+        sys.stderr = wrapped
+    if sys.stdout is stream:
+        sys.stdout = wrapped
+    return wrapped
+
+
 def setup_logging(level: str = "INFO", *, json_lines: bool = False, obfuscate_paths: bool = False,
                   stream: Any = None) -> None:
-    """Route the `stash2plex` loggers to one handler on stderr (or `stream`)."""
+    """Route the `stash2plex` loggers to one handler on stderr (or `stream`), its writes serialized with
+    every other writer of that stream (`SerializedStream`)."""
     global _obfuscate_paths
     _obfuscate_paths = obfuscate_paths
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(serialized(stream or sys.stderr))
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger("stash2plex")
     root.handlers[:] = [handler]

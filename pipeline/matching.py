@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from pipeline.config import Settings
 from pipeline.errors import AmbiguousMatch, NoFiles, NotInPlexYet
 from pipeline.logs import log_event, show_path
-from pipeline.plex import PlexClient
+from pipeline.plex import ListedItem, PlexClient
 from pipeline.state import IndexedPath, StateStore
 
 logger = logging.getLogger("stash2plex.matching")
 
-REFRESH_COOLDOWN_SECONDS = 30.0
-WATERMARK_SLACK_SECONDS = 120
+REFRESH_COOLDOWN_SECONDS = 30.0  # at most one refresh per this many seconds, for all processes of a host
+REFRESH_WAIT_SECONDS = 10.0  # how long a miss waits for a refresh another process is running
+BUILD_WAIT_SECONDS = 300.0  # how long a process waits for the build another process is running
+REFRESH_PAGE = 100
+WATERMARK_SLACK_SECONDS = 120  # items Plex shows late with an older addedAt (scan commits) are still found
 
 
 @dataclass(frozen=True)
@@ -53,26 +56,52 @@ def _common_tail(a: str, b: str) -> int:
 
 
 class PathIndex:
-    """Every Plex Media Part path -> ratingKey, persisted in the state store.
+    """Every Plex Media Part path -> ratingKey, persisted in the state store (shared by a host's processes).
 
-    Built once with one paged listing per section (500 items a page), refreshed incrementally
-    (newest items first, down to the last watermark) at most every 30 s per process when a lookup
-    misses, and rebuilt in full by the daily schedule to forget deleted items.
+    Built once with one paged listing per section (500 items a page, by one process of the host while
+    the others wait for it), rebuilt in full by the daily schedule to forget deleted items, and
+    refreshed when a lookup misses, at most once per `REFRESH_COOLDOWN_SECONDS` for every process of
+    the host (the claim is in `state.db`).
+
+    A refresh costs O(new items), not O(library): Plex lists only the items added since the
+    watermark minus `WATERMARK_SLACK_SECONDS` (`addedAt>>=`, filtered by Plex), newest first, and
+    the listing stops as soon as every item it has not shown yet may be one the index already holds
+    (Plex's `totalSize` of the window minus the items shown, against the indexed items of the window
+    not shown yet). After a fresh scan the whole library sits in the slack window; the new items
+    come first, so one page (or as many as the new items fill) answers.
     """
 
     def __init__(self, plex: PlexClient, store: StateStore) -> None:
         self.plex = plex
         self.store = store
         self._lock = threading.Lock()
-        self._last_refresh = 0.0
 
     def ensure_built(self) -> None:
-        """Build the index of any section that has none yet (once per installation, then persisted)."""
-        known = self.store.sections()
-        if all(known.get(s.id, {}).get("built_at") for s in self.plex.sections()):
+        """Build the index of any section that has none yet (once per installation, then persisted).
+
+        One process of the host builds; the others wait for its build (up to `BUILD_WAIT_SECONDS`,
+        then they build themselves). A build does not start the refresh cooldown: the index is new.
+        """
+        if self._built():
             return
         with self._lock:
-            self._build_missing()
+            if self._built():
+                return
+            claimed = self.store.claim_index_refresh(REFRESH_COOLDOWN_SECONDS)
+            if not claimed:
+                self._wait_for_other_refresh(BUILD_WAIT_SECONDS)
+                if self._built():
+                    return
+            try:
+                self._build_missing()
+            finally:
+                if claimed:
+                    self.store.finish_index_refresh()
+                    self.store.release_index_refresh()
+
+    def _built(self) -> bool:
+        known = self.store.sections()
+        return all(known.get(s.id, {}).get("built_at") for s in self.plex.sections())
 
     def _build_missing(self) -> None:
         known = self.store.sections()
@@ -82,9 +111,12 @@ class PathIndex:
 
     def rebuild(self) -> int:
         with self._lock:
-            for section in self.plex.sections():
-                self._build(section.id, section.title)
-            self._last_refresh = time.monotonic()
+            self.store.claim_index_refresh(REFRESH_COOLDOWN_SECONDS, force=True)
+            try:
+                for section in self.plex.sections():
+                    self._build(section.id, section.title)
+            finally:
+                self.store.finish_index_refresh()
         return self.store.path_count()
 
     def _build(self, section_id: int, title: str) -> None:
@@ -93,45 +125,67 @@ class PathIndex:
         for _total, page in self.plex.iter_listing(section_id):
             for item in page:
                 watermark = max(watermark, item.added_at)
-                rows.extend(IndexedPath(path, item.rating_key, section_id) for path in item.files)
+                rows.extend(_paths_of(item, section_id))
         self.store.replace_section_paths(section_id, title, rows, watermark)
         log_event(logger, "index_built", stage="match", section=title, paths=len(rows))
 
     def refresh(self, force: bool = False) -> int:
-        """Add items Plex gained since the last look; returns how many paths were added."""
-        if not force and time.monotonic() - self._last_refresh < REFRESH_COOLDOWN_SECONDS:
-            return 0
-        with self._lock:
-            if not force and time.monotonic() - self._last_refresh < REFRESH_COOLDOWN_SECONDS:
-                return 0
-            self._last_refresh = time.monotonic()
-            self._build_missing()
-            added = 0
-            sections = self.store.sections()
-            for section in self.plex.sections():
-                floor = sections.get(section.id, {}).get("watermark", 0) - WATERMARK_SLACK_SECONDS
-                rows, watermark = self._newer_than(section.id, floor)
-                self.store.add_section_paths(section.id, rows, watermark)
-                added += len(rows)
-            return added
+        """Add items Plex gained since the last look; returns how many paths were added.
 
-    def _newer_than(self, section_id: int, floor: int) -> tuple[list[IndexedPath], int]:
+        0 without asking Plex when a process of this host refreshed less than the cooldown ago (after
+        waiting, up to `REFRESH_WAIT_SECONDS`, for that refresh to finish: its items are in the shared
+        index then).
+        """
+        with self._lock:
+            if not self.store.claim_index_refresh(REFRESH_COOLDOWN_SECONDS, force):
+                self._wait_for_other_refresh()
+                return 0
+            try:
+                self._build_missing()
+                sections = self.store.sections()
+                return sum(self._refresh_section(section.id, sections.get(section.id, {}).get("watermark", 0))
+                           for section in self.plex.sections())
+            finally:
+                self.store.finish_index_refresh()
+
+    def _wait_for_other_refresh(self, seconds: float = REFRESH_WAIT_SECONDS) -> None:
+        deadline = time.monotonic() + seconds
+        while self.store.index_refresh_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _refresh_section(self, section_id: int, watermark: int) -> int:
+        floor = watermark - WATERMARK_SLACK_SECONDS
+        indexed_in_window = self.store.items_added_since(section_id, floor)
         rows: list[IndexedPath] = []
-        watermark = 0
-        for _total, page in self.plex.iter_listing(section_id, page_size=100):
+        shown = shown_known = added = 0
+        newest = watermark
+        for total, page in self.plex.iter_listing(section_id, page_size=REFRESH_PAGE, added_after=floor - 1):
+            known = self.store.known_rating_keys([item.rating_key for item in page])
             for item in page:
-                if item.added_at < floor:
-                    return rows, watermark
-                watermark = max(watermark, item.added_at)
-                rows.extend(IndexedPath(path, item.rating_key, section_id) for path in item.files)
-        return rows, watermark
+                newest = max(newest, item.added_at)
+                rows.extend(_paths_of(item, section_id))
+                if item.rating_key in known:
+                    shown_known += 1
+                else:
+                    added += len(item.files)
+            shown += len(page)
+            if total - shown <= indexed_in_window - shown_known:
+                break  # every item not shown yet may be one the index holds: nothing new is left
+        self.store.add_section_paths(section_id, rows, newest)
+        if added:
+            log_event(logger, "index_refreshed", stage="match", section_id=section_id, paths=added, listed=shown)
+        return added
 
     def expect_news(self) -> None:
         """Let the next miss refresh at once (a scan was just requested), whatever the cooldown."""
-        self._last_refresh = 0.0
+        self.store.release_index_refresh()
 
     def forget(self, rating_key: int) -> None:
         self.store.forget_rating_key(rating_key)
+
+
+def _paths_of(item: ListedItem, section_id: int) -> list[IndexedPath]:
+    return [IndexedPath(path, item.rating_key, section_id, item.added_at) for path in item.files]
 
 
 class Matcher:
@@ -145,7 +199,8 @@ class Matcher:
             raise NoFiles(f"scene {scene_id} has no file in Stash, so it cannot be found in Plex", stage="match")
         self.index.ensure_built()
         found = self._lookup(scene_id, files)
-        if found is None and self.index.refresh():
+        if found is None:
+            self.index.refresh()  # this process's refresh, or one another process just made: look again
             found = self._lookup(scene_id, files)
         if found is None:
             names = ", ".join(show_path(p, self.settings) for p in files)

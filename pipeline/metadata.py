@@ -5,6 +5,13 @@ The diff is pure: it returns the query parameters of ONE Plex edit request
 nothing when nothing changed. Tag lists are always sent complete (Plex replaces a list with what an
 edit carries), built from the FULL current item, never from a partial listing.
 
+Only parameter forms python-plexapi documents are sent (`plexapi/mixins/edit.py`, `EditTagsMixin`):
+`{kind}[i].tag.tag` for the complete list, `{kind}[].tag.tag-` for removals (each name quoted with
+`urllib.parse.quote`, joined by commas; the whole value is quoted again when the URL is built) and
+`{kind}.locked`. Actor photos are NOT sent: no reference documents a parameter for them (the old
+`actor[i].tag.thumb` appears nowhere in plexapi, and issue #12 found it in no other reference), so
+Plex keeps the photos its agent gave its actors and `performer_thumbs` has no effect (see README).
+
 Every decision that avoids a write is taken from Plex itself, so any number of worker hosts (each
 with its own `data_dir`) decide alike:
 
@@ -84,12 +91,8 @@ def desired_state(scene: StashScene, settings: Settings) -> DesiredState:
         collections=clean_names([studio], TAG_LIMIT, MAX_COLLECTIONS) if on("collection") else None,
     )
     if on("performers"):
-        names = clean_names([p.name for p in scene.performers], TAG_LIMIT, MAX_ACTORS)
-        thumbs = {clean_text(p.name, TAG_LIMIT).casefold(): p.image_path for p in scene.performers}
-        desired.actors = [
-            Actor(name=name, thumb=strip_secret_query(thumbs[name.casefold()]) if settings.performer_thumbs and thumbs.get(name.casefold()) else None)
-            for name in names
-        ]
+        # Names only: Plex documents no edit parameter for an actor's photo (module docstring).
+        desired.actors = [Actor(name=name) for name in clean_names([p.name for p in scene.performers], TAG_LIMIT, MAX_ACTORS)]
     if on("poster") and scene.screenshot_url:
         desired.poster_url = strip_secret_query(scene.screenshot_url)
         desired.poster_key = cover_label(scene.id, desired.poster_url)
@@ -114,12 +117,8 @@ def poster_is_current(desired: DesiredState, current: PlexItemState) -> bool:
 
 def cover_label_params(current_labels: list[str], marker: str) -> dict[str, str]:
     """The labels edit that swaps the item's old cover label for `marker`, keeping every other label."""
-    stale = [name for name in current_labels if name.startswith(COVER_LABEL_PREFIX) and name != marker]
     kept = [name for name in current_labels if not name.startswith(COVER_LABEL_PREFIX)]
-    params = {f"label[{index}].tag.tag": name for index, name in enumerate([*kept, marker])}
-    if stale:
-        params["label[].tag.tag-"] = ",".join(quote(name) for name in stale)
-    return params
+    return tag_list_params("label", current_labels, [*kept, marker], lock=False)
 
 
 @dataclass
@@ -190,18 +189,30 @@ def _plan_tag_list(kind: str, attribute: str, have: list[str], wanted: list[str]
         target = wanted
     if [name.casefold() for name in target] == have_keys:
         return plan
-    if not target:
-        plan.params[f"{kind}[].tag.tag-"] = ",".join(quote(name) for name in have)
-    for index, name in enumerate(target):
-        plan.params[f"{kind}[{index}].tag.tag"] = name
-    plan.params.update({f"{kind}.{key}": flag for key, flag in _lock(settings).items()})
+    plan.params.update(tag_list_params(kind, have, target, lock=not settings.preserve_plex_edits))
     plan.changed.append(attribute)
     plan.diff[attribute] = (have, target)
     return plan
 
 
+def tag_list_params(kind: str, have: list[str], target: list[str], *, lock: bool = True) -> dict[str, str]:
+    """The documented edit parameters that turn the list `have` into `target` (locked unless `lock` is off).
+
+    The complete target list as `{kind}[i].tag.tag`, plus `{kind}[].tag.tag-` naming every current
+    tag the target drops (as plexapi's `removeGenre`/`editTags(..., remove=True)` sends it).
+    """
+    kept = {name.casefold() for name in target}
+    removed = [name for name in have if name.casefold() not in kept]
+    params = {f"{kind}[{index}].tag.tag": name for index, name in enumerate(target)}
+    if removed:
+        params[f"{kind}[].tag.tag-"] = ",".join(quote(name) for name in removed)
+    if lock:
+        params[f"{kind}.locked"] = "1"
+    return params
+
+
 def plan_actors(wanted: list[Actor] | None, have: list[Actor], settings: Settings) -> EditPlan:
-    """The actor list (names, roles, photo URLs) as one complete list, if it differs from Plex's."""
+    """The actor list (names, the roles typed in Plex) as one complete list, if it differs from Plex's."""
     plan = EditPlan()
     if wanted is None:
         return plan
@@ -213,27 +224,24 @@ def plan_actors(wanted: list[Actor] | None, have: list[Actor], settings: Setting
         target = [_keep_role(actor, by_name) for actor in wanted]
     if _actor_keys(target) == _actor_keys(have):
         return plan
-    if not target:
-        plan.params["actor[].tag.tag-"] = ",".join(quote(actor.name) for actor in have)
+    plan.params.update(tag_list_params("actor", [a.name for a in have], [a.name for a in target],
+                                       lock=not settings.preserve_plex_edits))
     for index, actor in enumerate(target):
-        plan.params[f"actor[{index}].tag.tag"] = actor.name
         if actor.role:
             plan.params[f"actor[{index}].tagging.text"] = actor.role
-        if actor.thumb:
-            plan.params[f"actor[{index}].tag.thumb"] = actor.thumb
-    plan.params.update({f"actor.{key}": flag for key, flag in _lock(settings).items()})
     plan.changed.append("actors")
     plan.diff["actors"] = ([a.name for a in have], [a.name for a in target])
     return plan
 
 
 def _keep_role(actor: Actor, current: dict[str, Actor]) -> Actor:
-    """A role typed in Plex is kept (Stash has none); a Stash photo wins over Plex's, else Plex's stays."""
+    """A role typed in Plex is kept (Stash has none); so is the photo Plex has (it is never sent)."""
     existing = current.get(actor.name.casefold())
     if existing is None:
         return actor
-    return Actor(name=actor.name, role=existing.role, thumb=actor.thumb or existing.thumb)
+    return Actor(name=actor.name, role=existing.role, thumb=existing.thumb)
 
 
-def _actor_keys(actors: list[Actor]) -> list[tuple[str, str, str]]:
-    return [(a.name.casefold(), a.role or "", a.thumb or "") for a in actors]
+def _actor_keys(actors: list[Actor]) -> list[tuple[str, str]]:
+    """What an actor edit can change: names and roles (photos are not written)."""
+    return [(a.name.casefold(), a.role or "") for a in actors]

@@ -31,6 +31,7 @@ class StashPerformer(StashNamed):
 class StashFile(_Model):
     path: str
     basename: str = ""
+    duration: float | None = None  # seconds
 
 
 class StashScene(_Model):

@@ -198,12 +198,20 @@ class PlexClient:
         return self._sections
 
     # --- reads -------------------------------------------------------------------------------
-    def iter_listing(self, section_id: int, sort: str = "addedAt:desc", page_size: int = LISTING_PAGE) -> Iterator[tuple[int, list[ListedItem]]]:
-        """(total, page) of a section's items with their file paths, newest first."""
+    def iter_listing(self, section_id: int, sort: str = "addedAt:desc", page_size: int = LISTING_PAGE,
+                     added_after: int | None = None) -> Iterator[tuple[int, list[ListedItem]]]:
+        """(total, page) of a section's items with their file paths, newest first.
+
+        `added_after` (epoch seconds) keeps only the items added later, filtered by Plex itself
+        (`addedAt>>=<epoch>`, the filter form plexapi's `search(filters={"addedAt>>": ...})` builds),
+        so `total` counts only those.
+        """
+        params: dict[str, str | int] = {"type": 1, "sort": sort, "includeGuids": 0, "checkFiles": 0}
+        if added_after is not None:
+            params["addedAt>>"] = int(added_after)
         start = 0
         while True:
-            root = self._request("listing", "GET", f"/library/sections/{section_id}/all",
-                                 params={"type": 1, "sort": sort, "includeGuids": 0, "checkFiles": 0},
+            root = self._request("listing", "GET", f"/library/sections/{section_id}/all", params=params,
                                  headers={"X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(page_size)})
             if root is None:
                 return
@@ -246,6 +254,10 @@ class PlexClient:
         """Upload the poster's bytes (never a URL: a Stash URL would need its API key)."""
         self._request("poster", "POST", f"/library/metadata/{rating_key}/posters", data=image,
                       headers={"Content-Type": "image/jpeg" if image[:2] == b"\xff\xd8" else "image/png"})
+
+    def refresh(self, rating_key: int) -> None:
+        """Ask Plex to refresh an item's metadata from its library's agent (push_mode=refresh)."""
+        self._request("refresh", "PUT", f"/library/metadata/{rating_key}/refresh")
 
     def scan(self, section_id: int, path: str | None = None) -> None:
         """Ask Plex to scan a folder of a section (used when a file is not in Plex yet)."""

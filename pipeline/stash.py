@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import requests
@@ -36,9 +37,20 @@ PAGE_SIZE = 200
 IDS_PER_REQUEST = 200
 DOWN_STATUSES = (502, 503, 504)  # a proxy or Stash itself saying "not now"
 
+# "Updated since" and Stash's time zone. Stash keeps `updated_at` as text in its server's local time
+# and compares a timestamp criterion with it AS TEXT, so no cut-off text compares right in every zone:
+# a UTC cut-off misses the last |offset| hours of edits west of UTC and takes in `offset` hours of
+# older ones east of it. So the filter asks for the cut-off minus the widest offset there is (it can
+# only take in too much, never too little, whatever the zone), sorted newest first; the client keeps
+# the scenes whose `updated_at` (which carries its offset, so it is an absolute time) is after the
+# cut-off, and stops paging at the first scene older than the cut-off minus one DST shift (the text
+# order can be an hour off around a DST change). Cost: the scenes of the window, plus at most a page.
+ZONE_SLACK = timedelta(hours=14)  # UTC+14 (Kiribati) .. UTC-12: the widest offsets in use
+DST_SLACK = timedelta(hours=1)
+
 
 def iso_since(seconds: float, now: float | None = None) -> str:
-    """The UTC time `seconds` ago, as Stash's `updated_at` filter takes it."""
+    """The absolute cut-off `seconds` ago, in UTC (`iter_scene_pages` makes Stash compare it right)."""
     moment = (time.time() if now is None else now) - seconds
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
@@ -47,6 +59,21 @@ def stash_breaker(settings: Settings, on_change: Callable[[CircuitBreaker], None
     """The Stash circuit breaker of one process (same thresholds as Plex's)."""
     return CircuitBreaker(settings.breaker_failures, settings.breaker_reset_seconds, on_change=on_change,
                           service="stash", refusal=StashBreakerOpen)
+
+
+def stash_time(text: str | None) -> datetime | None:
+    """A Stash timestamp (RFC 3339 with its offset) as an aware datetime; None when it has no offset or does not parse."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StashClient:
@@ -134,17 +161,43 @@ class StashClient:
         return found
 
     def iter_scene_pages(self, since: str | None = None, per_page: int = PAGE_SIZE) -> Iterator[tuple[int, list[StashScene]]]:
-        """(total count, page of scenes) for every scene, or those updated after `since` (ISO time)."""
+        """(total count, page of scenes) for every scene, or those updated after `since` (ISO time with an offset)."""
+        if since:
+            yield from self._iter_updated_since(since, per_page)
+            return
         page = 1
         while True:
-            if since:
-                data = self._post(q.FIND_SCENES_UPDATED_SINCE, {"since": since, "page": page, "perPage": per_page})
-            else:
-                data = self._post(q.FIND_SCENES_PAGE, {"page": page, "perPage": per_page})
-            result = data["findScenes"]
+            result = self._post(q.FIND_SCENES_PAGE, {"page": page, "perPage": per_page})["findScenes"]
             scenes = [StashScene.from_graphql(raw) for raw in result["scenes"]]
             yield int(result["count"]), scenes
             if len(scenes) < per_page or page * per_page >= int(result["count"]):
+                return
+            page += 1
+
+    def _iter_updated_since(self, since: str, per_page: int) -> Iterator[tuple[int, list[StashScene]]]:
+        """Scenes updated after `since`, whatever Stash's time zone (see ZONE_SLACK above).
+
+        The total yielded with each page is an upper bound until the last page, which carries the
+        exact number of scenes yielded.
+        """
+        cutoff = stash_time(since)
+        if cutoff is None:
+            raise ValueError(f"an updated-since cut-off needs a time with an offset, not {since!r}")
+        wide = _utc_text(cutoff - ZONE_SLACK)
+        page, read, kept_total = 1, 0, 0
+        while True:
+            result = self._post(q.FIND_SCENES_UPDATED_SINCE, {"since": wide, "page": page, "perPage": per_page})["findScenes"]
+            scenes = [StashScene.from_graphql(raw) for raw in result["scenes"]]
+            count = int(result["count"])
+            read += len(scenes)
+            times = [stash_time(scene.updated_at) for scene in scenes]
+            # A scene whose time cannot be placed is kept: better one scene too many than one missed.
+            kept = [scene for scene, at in zip(scenes, times) if at is None or at > cutoff]
+            kept_total += len(kept)
+            last = (len(scenes) < per_page or read >= count
+                    or any(at is not None and at < cutoff - DST_SLACK for at in times))
+            yield (kept_total if last else kept_total + count - read), kept
+            if last:
                 return
             page += 1
 

@@ -12,7 +12,7 @@ SCENE_FIELDS = """
     studio { id name }
     performers { id name image_path }
     tags { id name }
-    files { path basename }
+    files { path basename duration }
     paths { screenshot }
 """
 
@@ -41,11 +41,12 @@ query FindScenesPage($page: Int!, $perPage: Int!) {{
 }}
 """
 
-# Scenes updated after a timestamp, one page at a time.
+# Scenes updated after a timestamp, newest first, one page at a time (`StashClient._iter_updated_since`
+# widens the cut-off by the widest UTC offset and filters precisely on the returned `updated_at`).
 FIND_SCENES_UPDATED_SINCE = f"""
 query FindScenesUpdatedSince($since: String!, $page: Int!, $perPage: Int!) {{
   findScenes(
-    filter: {{page: $page, per_page: $perPage, sort: "updated_at", direction: ASC}}
+    filter: {{page: $page, per_page: $perPage, sort: "updated_at", direction: DESC}}
     scene_filter: {{updated_at: {{value: $since, modifier: GREATER_THAN}}}}
   ) {{
     count

@@ -68,6 +68,7 @@ class IndexedPath:
     path: str
     rating_key: int
     section_id: int
+    added_at: int = 0  # the item's addedAt in Plex (epoch seconds)
 
 
 class StateStore:
@@ -141,9 +142,53 @@ class StateStore:
     @staticmethod
     def _insert_paths(db: sqlite3.Connection, rows: list[IndexedPath]) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO plex_paths (path, basename, rating_key, section_id) VALUES (?,?,?,?)",
-            [(r.path, os.path.basename(r.path).casefold(), r.rating_key, r.section_id) for r in rows],
+            "INSERT OR REPLACE INTO plex_paths (path, basename, rating_key, section_id, added_at) VALUES (?,?,?,?,?)",
+            [(r.path, os.path.basename(r.path).casefold(), r.rating_key, r.section_id, r.added_at) for r in rows],
         )
+
+    def items_added_since(self, section_id: int, floor: int) -> int:
+        """How many indexed items of the section Plex added at or after `floor` (epoch seconds)."""
+        rows = self._query("SELECT COUNT(DISTINCT rating_key) FROM plex_paths WHERE section_id=? AND added_at>=?",
+                           (section_id, floor))
+        return int(rows[0][0])
+
+    def known_rating_keys(self, rating_keys: list[int]) -> set[int]:
+        """The given ratingKeys that the path index holds."""
+        if not rating_keys:
+            return set()
+        marks = ",".join("?" * len(rating_keys))
+        return {int(r[0]) for r in self._query(f"SELECT DISTINCT rating_key FROM plex_paths WHERE rating_key IN ({marks})", rating_keys)}
+
+    # --- the index refresh, one per cooldown for every process of the host ---------------------
+    def claim_index_refresh(self, cooldown: float, force: bool = False) -> bool:
+        """True when this caller may refresh the index now: no process of this host has claimed a
+        refresh in the last `cooldown` seconds (checked and claimed in one transaction)."""
+        now = time.time()
+        if not force and abs(now - self._meta_float("index_refresh_claimed")) < cooldown:
+            return False  # the common case, answered without taking the write lock
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='index_refresh_claimed'").fetchone()
+            if not force and row and abs(now - float(row[0])) < cooldown:
+                return False
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('index_refresh_claimed', ?)", (repr(now),))
+            return True
+
+    def finish_index_refresh(self) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('index_refresh_finished', ?)", (repr(time.time()),))
+
+    def index_refresh_running(self) -> bool:
+        """A refresh was claimed and has not finished yet (by this or another process)."""
+        return self._meta_float("index_refresh_finished") < self._meta_float("index_refresh_claimed")
+
+    def release_index_refresh(self) -> None:
+        """Let the next claim succeed at once, whatever the cooldown (a Plex scan was just asked for)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('index_refresh_claimed', '0')")
+
+    def _meta_float(self, key: str) -> float:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return float(rows[0][0]) if rows else 0.0
 
     def forget_rating_key(self, rating_key: int) -> None:
         with self.transaction() as db:

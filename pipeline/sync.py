@@ -57,6 +57,12 @@ class StageResult:
         self.done.append((job, Outcome.SKIPPED, detail))
 
 
+def refresh_view(settings: Settings) -> Settings:
+    """push_mode=refresh: diff only what the provider serves, as it serves it (no collection, no userRating,
+    actor photos left to Plex), so a refreshed item diffs to "unchanged" next time."""
+    return settings.model_copy(update={"sync_collection": False, "sync_rating": False, "performer_thumbs": False})
+
+
 def _unexpected(exc: Exception) -> SyncError:
     """A bug or an unforeseen library error: retried like a transient error, then dead-lettered with its text."""
     return TransientError(f"unexpected {type(exc).__name__}: {exc}")
@@ -70,6 +76,7 @@ class SyncEngine:
         self.store = store
         self.index = PathIndex(plex, store)
         self.matcher = Matcher(self.index, settings)
+        self.desired_settings = refresh_view(settings) if settings.push_mode == "refresh" else settings
         self._recent: dict[str, tuple[str, float]] = {}
         self._recent_lock = threading.Lock()
 
@@ -136,7 +143,7 @@ class SyncEngine:
             result.skip(job, SkipReason.NO_FILE, detail)
             return
         try:
-            job.desired = desired_state(scene, self.settings)
+            job.desired = desired_state(scene, self.desired_settings)
         except Exception as exc:  # noqa: BLE001 - classified, retried, then dead-lettered with its text
             result.fail(job, _unexpected(exc), "fetch")
             return
@@ -240,7 +247,8 @@ class SyncEngine:
             job.changed.append("poster")
             job.diff["poster"] = (item.thumb, desired.poster_url)
             if not (job.dry_run or self.settings.dry_run):
-                self.plex.upload_poster(job.rating_key, self.stash.download(desired.poster_url))
+                if self.settings.push_mode == "fields":  # in refresh mode Plex pulls the poster from the provider
+                    self.plex.upload_poster(job.rating_key, self.stash.download(desired.poster_url))
                 job.edit.update(cover_label_params(item.labels, desired.poster_key))  # rides on the one edit
 
     # --- performers and the edit -------------------------------------------------------------
@@ -267,7 +275,14 @@ class SyncEngine:
         if job.dry_run or self.settings.dry_run:
             log_event(logger, "dry_run", scene_id=job.scene_id, stage="performers", changed=changed)
             return Outcome.DRY_RUN, ",".join(changed)
-        if params:
+        if self.settings.push_mode == "refresh":
+            # Plex pulls every field and the poster from the provider (the library's agent); the one write
+            # is the cover label, so that a poster Plex was asked to pull is not asked for again.
+            labels = {key: value for key, value in params.items() if key.startswith("label[")}
+            if labels:
+                self.plex.edit(job.section_id, job.rating_key, labels)
+            self.plex.refresh(job.rating_key)
+        elif params:
             self.plex.edit(job.section_id, job.rating_key, params)
         latency_ms = (time.time() - job.origin_ts) * 1000
         log_event(logger, "updated", scene_id=job.scene_id, stage="performers", rating_key=job.rating_key,

@@ -6,6 +6,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -13,6 +14,7 @@ import plexapi
 import pytest
 import requests
 from plexapi.exceptions import BadRequest, NotFound, Unauthorized
+from plexapi.mixins import EditTagsMixin
 from plexapi.server import PlexServer
 
 from tests.emulators.plex import PlexEmulator
@@ -76,6 +78,42 @@ def test_listing_reports_size_total_and_offset_for_query_param_paging(emulator: 
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/xml;charset=utf-8"
     assert 'size="2"' in response.text and 'totalSize="3"' in response.text and 'offset="1"' in response.text
+
+
+def listing_keys(emulator: PlexEmulator, **params: str) -> tuple[int, list[int]]:
+    """(totalSize, ratingKeys) of a raw listing with these query parameters."""
+    import xml.etree.ElementTree as ET
+
+    response = requests.get(f"{emulator.url}/library/sections/1/all", params={"X-Plex-Token": TOKEN, **params}, timeout=5)
+    response.raise_for_status()
+    root = ET.fromstring(response.content)
+    return int(root.get("totalSize", 0)), [int(v.get("ratingKey", 0)) for v in root]
+
+
+def test_added_at_filter_keeps_only_items_added_strictly_after(emulator: PlexEmulator) -> None:
+    added = emulator.item(1002)["addedAt"]
+    assert listing_keys(emulator, **{"addedAt>>": str(added - 1)}) == (2, [1002, 1003])
+
+
+def test_added_at_before_filter_and_the_total_counts_only_filtered_items(emulator: PlexEmulator) -> None:
+    added = emulator.item(1002)["addedAt"]
+    assert listing_keys(emulator, **{"addedAt<<": str(added), "X-Plex-Container-Size": "0"}) == (1, [])
+
+
+def test_a_relative_added_at_filter_is_relative_to_now(emulator: PlexEmulator) -> None:
+    emulator.add_item(make_plex_item(9, 1009, "/data/videos/new.mp4") | {"addedAt": int(time.time())})
+    assert listing_keys(emulator, **{"addedAt>>": "-1h"})[1] == [1009]
+
+
+def test_a_malformed_date_filter_is_a_bad_request(emulator: PlexEmulator) -> None:
+    response = requests.get(f"{emulator.url}/library/sections/1/all",
+                            params={"X-Plex-Token": TOKEN, "addedAt>>": "yesterday"}, timeout=5)
+    assert response.status_code == 400
+
+
+def test_listed_items_counts_what_listings_returned(emulator: PlexEmulator) -> None:
+    listing_keys(emulator, **{"X-Plex-Container-Size": "2"})
+    assert emulator.listed_items == 2
 
 
 def test_listing_items_are_partial(plex: PlexServer) -> None:
@@ -171,18 +209,34 @@ def test_genre_removal_removes_named_tags(plex: PlexServer, emulator: PlexEmulat
     assert emulator.item(1001)["genres"] == ["Drama", "Sci-Fi", "Noir", "Indie"]
 
 
-def test_actors_with_roles_and_thumbs_round_trip(plex: PlexServer) -> None:
+def test_actors_with_roles_round_trip(plex: PlexServer) -> None:
     item = plex.fetchItem(1002)
     item.edit(**{
-        "actor[0].tag.tag": "Ann Lee", "actor[0].tagging.text": "Detective", "actor[0].tag.thumb": "http://img/a.jpg",
-        "actor[1].tag.tag": "Bo Chen", "actor[1].tagging.text": "Witness", "actor[1].tag.thumb": "http://img/b.jpg",
+        "actor[0].tag.tag": "Ann Lee", "actor[0].tagging.text": "Detective",
+        "actor[1].tag.tag": "Bo Chen", "actor[1].tagging.text": "Witness",
         "actor.locked": 1,
     })
     item.reload()
-    assert [(r.tag, r.role, r.thumb) for r in item.roles] == [
-        ("Ann Lee", "Detective", "http://img/a.jpg"),
-        ("Bo Chen", "Witness", "http://img/b.jpg"),
-    ]
+    assert [(r.tag, r.role) for r in item.roles] == [("Ann Lee", "Detective"), ("Bo Chen", "Witness")]
+
+
+def test_an_undocumented_actor_photo_parameter_is_ignored_and_the_photo_kept(plex: PlexServer, emulator: PlexEmulator) -> None:
+    plex.fetchItem(1001).edit(**{"actor[0].tag.tag": "Jane Doe", "actor[0].tag.thumb": "http://img/new.jpg",
+                                 "actor[1].tag.tag": "New Face", "actor[1].tag.thumb": "http://img/face.jpg"})
+    assert [(a["tag"], a["thumb"]) for a in emulator.item(1001)["actors"]] == [
+        ("Jane Doe", "http://img/jane.jpg"), ("New Face", None)]
+
+
+def test_the_complete_list_and_a_removal_in_one_edit_keep_the_list_and_drop_the_named(plex: PlexServer, emulator: PlexEmulator) -> None:
+    removal = EditTagsMixin._tagHelper("genre", ["Comedy", "Rock & Roll"], remove=True)
+    plex.fetchItem(1001).edit(**{"genre[0].tag.tag": "Drama", "genre[1].tag.tag": "Sci-Fi", **removal})
+    assert emulator.item(1001)["genres"] == ["Drama", "Sci-Fi"]
+
+
+def test_genre_removal_of_a_name_with_a_comma_removes_only_that_name(plex: PlexServer, emulator: PlexEmulator) -> None:
+    plex.fetchItem(1002).edit(**{"genre[0].tag.tag": "Dark, Funny", "genre[1].tag.tag": "Dark", "genre.locked": 1})
+    plex.fetchItem(1002).removeGenre(["Dark, Funny"])
+    assert emulator.item(1002)["genres"] == ["Dark"]
 
 
 # --- images, refresh, scans ----------------------------------------------------------------------

@@ -1,11 +1,19 @@
 """The actor chain on RabbitMQ under load, against emulator processes.
 
     python -m ops.bench.bench_chain [--scenes 10000] [--index-items 50000] [--processes 2 --threads 4]
+    python -m ops.bench.bench_chain --scenario fresh-scan --scenes 3000 --library 50000 --library 100000
 
 Measures, in one run: the no-op four-actor chain ceiling with the same broker settings; the real
 chain draining N scenes enqueued as `sync --all` does (batches of `batch_size` ids); the idle latency
 of one scene edit from the hook's publish to the Plex write (p50/p95 over 30 edits); and the RSS of
 each worker process holding the path index.
+
+`fresh-scan`: per library size, a freshly scanned Plex library (every item added within the same
+minute, an hour ago) of which every 30th of the synced scenes' items appears only after the path
+index was built (a section scan reveals them: their first lookups miss and refresh the index). It
+prints scenes/s, the ratio to the no-op chain measured just before in the same run, Plex requests
+per scene during the bulk (and with the one-time index build), and the worker tree's peak RSS
+(the `dramatiq` process and all its descendants, sampled every 0.2 s).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -72,7 +81,7 @@ def delete_queues(names: list[str]) -> None:
 
 def bench_noop(count: int, processes: int, threads: int, workdir: Path) -> float:
     prefix = f"noop{uuid.uuid4().hex[:6]}"
-    done_file = workdir / "noop-done"
+    done_file = workdir / f"{prefix}-done"
     env = {"NOOP_PREFIX": prefix, "NOOP_DONE_FILE": str(done_file), "NOOP_BROKER_URL": BROKER_URL}
     broker = RabbitmqBroker(url=BROKER_URL, confirm_delivery=True)
     for n in range(count):
@@ -226,6 +235,105 @@ def run_chain(args: argparse.Namespace, workdir: Path, scenario: str) -> tuple[l
     return rows, rate
 
 
+class TreeRss:
+    """Samples the summed RSS of a process and all its descendants; `peak` is the highest sum seen."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "TreeRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, sum(rss_mb(pid) for pid in self.tree()))
+
+    def tree(self) -> list[int]:
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                continue
+            todo.extend(int(child) for child in children)
+        return found
+
+
+def plex_requests_total(port: int) -> float:
+    return sum(plex_requests_metric(port).values())
+
+
+def run_fresh_scan(args: argparse.Namespace, workdir: Path, library: int) -> list[str]:
+    """One freshly scanned library of `library` items, `args.scenes` scenes through the workers; one table row."""
+    noop_rate = bench_noop(args.scenes, args.processes, args.threads, workdir)
+    prom = Path(tempfile.mkdtemp(prefix="s2p-prom-"))
+    metrics_port = free_port()
+    scanned_at = int(time.time()) - 3600
+    plex_proc, plex_url = start_emulator("plex", library, ["--scanned-at", str(scanned_at), "--scan-seconds", "60",
+                                                           "--pending-every", "30", "--pending-limit", str(args.scenes)])
+    stash_proc, stash_url = start_emulator("stash", args.scenes)
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    data_dir = workdir / f"data-fresh-{library}-{prefix}"
+    env = emulator_env(plex_url, stash_url, data_dir, queue_prefix=prefix, broker_url=BROKER_URL)
+    env.update({"dramatiq_prom_db": str(prom), "STASH2PLEX_METRICS_PORT": str(metrics_port)})
+    worker = dramatiq_workers("actors", env, args.processes, args.threads, workdir / f"worker-fresh-{library}-{prefix}.log")
+    broker = RabbitmqBroker(url=BROKER_URL, confirm_delivery=True)
+    try:
+        with TreeRss(worker.pid) as rss:
+            started_index = time.perf_counter()
+            broker.enqueue(Message(queue_name=f"{prefix}.fetch_scene", actor_name="fetch_scene", args=("1", "bench"), kwargs={}, options={}))
+            wait_until(lambda: updated_count(data_dir) >= 1, timeout=600)
+            build_seconds = time.perf_counter() - started_index
+            wait_until(lambda: plex_requests_total(metrics_port) > 0, timeout=30)
+            before = plex_requests_total(metrics_port)
+            requests.get(f"{plex_url}/library/sections/1/refresh", headers={"X-Plex-Token": PLEX_TOKEN}, timeout=30).raise_for_status()
+            ids = [str(i) for i in range(2, args.scenes + 1)]
+            started = time.perf_counter()
+            enqueue_bulk(broker, prefix, ids)
+            finished = wait_until(lambda: updated_count(data_dir) >= args.scenes, timeout=1800, interval=0.1)
+            seconds = time.perf_counter() - started
+            time.sleep(1.0)  # the exporter reads the metric files at each scrape
+            after = plex_requests_total(metrics_port)
+        done = updated_count(data_dir) - 1
+        rate = done / seconds
+        bulk_requests = (after - before) / max(done, 1)
+        with_build = after / max(done + 1, 1)
+        return [f"{library:,}", f"{args.scenes:,}", f"{rate:,.0f}{'' if finished else ' (NOT FINISHED)'}",
+                f"{noop_rate:,.0f}", f"{rate / noop_rate:.3f}", f"{bulk_requests:.3f}", f"{with_build:.3f}",
+                f"{build_seconds:.1f} s", f"{rss.peak:.0f} MB", str(_depth(f"{prefix}.dlq"))]
+    finally:
+        broker.close()
+        stop(worker)
+        for proc in (plex_proc, stash_proc):
+            proc.terminate()
+            proc.wait(timeout=10)
+        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq", "maintenance")])
+        shutil.rmtree(prom, ignore_errors=True)
+
+
+FRESH_SCAN_COLUMNS = ["Plex library", "scenes", "scenes/s", "no-op chains/s", "ratio", "Plex req/scene (bulk)",
+                      "Plex req/scene (with build)", "index build + 1st scene", "worker tree peak RSS", "DLQ"]
+
+
+def print_columns(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n{title}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenes", type=int, default=10_000)
@@ -233,13 +341,22 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--latency-samples", type=int, default=30)
-    parser.add_argument("--scenario", action="append", choices=["normal", "outage", "rabbit-restart"],
+    parser.add_argument("--scenario", action="append", choices=["normal", "outage", "rabbit-restart", "fresh-scan"],
                         help="runs to make (repeatable); default: normal")
+    parser.add_argument("--library", type=int, action="append",
+                        help="fresh-scan: Plex library sizes (repeatable); default 50000 and 100000")
     parser.add_argument("--outage", type=float, default=120.0, help="seconds Plex stays down in the outage run")
     parser.add_argument("--breaker-reset", type=float, default=60.0, help="breaker_reset_seconds for the workers")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="s2p-chain-"))
     scenarios = args.scenario or ["normal"]
+    if "fresh-scan" in scenarios:
+        table = [run_fresh_scan(args, workdir, library) for library in args.library or [50_000, 100_000]]
+        print_columns(f"bench_chain fresh-scan: dramatiq actors -p {args.processes} -t {args.threads}, "
+                      "RabbitMQ with publisher confirms", FRESH_SCAN_COLUMNS, table)
+        scenarios = [name for name in scenarios if name != "fresh-scan"]
+        if not scenarios:
+            return
     rows: list[tuple[str, str]] = []
     if "normal" in scenarios:
         noop_rate = bench_noop(args.scenes, args.processes, args.threads, workdir)

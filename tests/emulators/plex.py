@@ -6,19 +6,28 @@ Emulated (enough for plexapi's `PlexServer`, `library`, `section.all()/search()`
 - `GET /`, `GET /identity`, `GET /library`, `GET /library/sections[/]`.
 - `GET /library/sections/{sid}/all`: listing with `sort` (`addedAt`, `updatedAt`, `titleSort`/`title`,
   `ratingKey`, each with an optional `:desc`; none means ratingKey order), a case-insensitive `title`
-  substring filter, `type` (only 1, movies, has items) and paging through the `X-Plex-Container-Start` /
-  `X-Plex-Container-Size` request headers or query parameters. Listed items are PARTIAL like real Plex:
-  at most 3 Genre, 2 Director/Writer/Country, 1 Collection, 3 Role (tag only), no Label/Producer/Mood/
-  Style, no Field locks. Other filters (`updatedAt>>=...`, `includeGuids`, ...) are ignored.
+  substring filter, the date filters `addedAt>>=`/`addedAt<<=`/`updatedAt>>=`/`updatedAt<<=` (strictly
+  after / before; an epoch or a relative `-30d`, `-2h`..., as plexapi's `search(filters=...)` sends
+  them; `totalSize` counts the filtered items), `type` (only 1, movies, has items) and paging through
+  the `X-Plex-Container-Start` / `X-Plex-Container-Size` request headers or query parameters. Listed
+  items are PARTIAL like real Plex: at most 3 Genre, 2 Director/Writer/Country, 1 Collection, 3 Role
+  (tag only), no Label/Producer/Mood/Style, no Field locks. Other parameters (`includeGuids`, ...)
+  are ignored. `listed_items` counts the items every listing returned (what a listing costs).
 - `GET /library/metadata/{rk}` and `/library/metadata/{rk1},{rk2},...`: FULL items (every tag, Role with
   role and thumb, `<Field name=... locked="1"/>` per lock, one Media/Part per file). Unknown keys are
   left out of a batch; a single unknown key is 404.
 - `PUT /library/sections/{sid}/all?id=...`: the edit, atomic over all ids (validated first). Scalar
   `{field}.value`, `{field}.locked`, tag lists `{kind}[i].tag.tag` (REPLACES the whole list, the real
-  Plex trap), `actor[i].tagging.text` / `actor[i].tag.thumb`, removals `{kind}[].tag.tag-=a,b`.
+  Plex trap), `actor[i].tagging.text` (role), removals `{kind}[].tag.tag-=a,b` (each name quoted, as
+  plexapi's `_tagHelper` sends it). Parameters no reference documents, such as `actor[i].tag.thumb`,
+  are ignored as Plex ignores unknown parameters: an actor keeps the photo it had.
   Each edit bumps the item's `updatedAt` (strictly increasing per item) and answers 200, empty body.
 - `POST /library/metadata/{rk}/posters` (and `/arts`): raw bytes (stored as sha256) or `?url=`.
-- `PUT /library/metadata/{rk}/refresh`; `GET /library/sections/{sid|all}/refresh[?path=P]` makes
+- `PUT /library/metadata/{rk}/refresh` (recorded: `refreshed_keys()`). With `provider_url` set (a
+  stash2plex provider, as if it were the library's agent), the refresh asks it as Plex does (`POST
+  /library/metadata/matches` with the item's file, then `GET` the matched `key` and its poster) and
+  stores the answer in every unlocked field before it answers (real Plex refreshes in the background);
+  `GET /library/sections/{sid|all}/refresh[?path=P]` makes
   pending items (see `add_pending`) under P visible with a new ratingKey.
 - Auth: `X-Plex-Token` header or query parameter, else 401 with an empty body. Distinct
   `X-Plex-Client-Identifier` values are collected in `client_identifiers`.
@@ -35,8 +44,10 @@ Faults (401/404/429/5xx/stalls) come from the base class's `faults`; `go_down()`
 connections, and this emulator also drops open keep-alive connections on `go_down()` so that a client's
 pooled connection sees the outage too.
 
-CLI: `python -m tests.emulators.plex --port N [--fixture FILE.json | --items N] [--token T]`; SIGUSR1
-takes it down or back up (an outage, state kept), see `http_base.serve_until_stopped`.
+CLI: `python -m tests.emulators.plex --port N [--fixture FILE.json | --items N] [--token T]
+[--scanned-at EPOCH [--scan-seconds S]] [--pending-every K --pending-limit M]` (a freshly scanned
+library, and items a later section scan reveals); SIGUSR1 takes it down or back
+up (an outage, state kept), see `http_base.serve_until_stopped`.
 """
 
 from __future__ import annotations
@@ -94,7 +105,10 @@ PARTIAL_TAG_LIMITS: dict[str, int] = {"genre": 3, "director": 2, "writer": 2, "c
 
 SORT_FIELDS = frozenset({"addedAt", "updatedAt", "titleSort", "title", "ratingKey"})
 
-_TAG_PARAM = re.compile(r"^(?P<kind>[a-z]+)\[(?P<index>\d*)\]\.(?P<attr>tag\.tag-?|tagging\.text|tag\.thumb)$")
+_DATE_FILTER = re.compile(r"^(?P<field>addedAt|updatedAt)(?P<op>>>|<<)$")
+_RELATIVE_DATE = re.compile(r"^-(?P<count>\d+)(?P<unit>[smhdwy])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_TAG_PARAM = re.compile(r"^(?P<kind>[a-z]+)\[(?P<index>\d*)\]\.(?P<attr>tag\.tag-?|tagging\.text)$")
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -151,7 +165,6 @@ class EditPlan:
     locks: dict[str, bool] = field(default_factory=dict)
     tag_names: dict[str, dict[int, str]] = field(default_factory=dict)  # kind -> index -> name
     actor_roles: dict[int, str] = field(default_factory=dict)
-    actor_thumbs: dict[int, str] = field(default_factory=dict)
     tag_removals: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -211,8 +224,6 @@ def _parse_tag_param(plan: EditPlan, kind: str, index: str, attr: str, raw: str)
         plan.tag_names.setdefault(kind, {})[position] = raw
     elif attr == "tagging.text" and kind == "actor":
         plan.actor_roles[position] = raw
-    elif attr == "tag.thumb" and kind == "actor":
-        plan.actor_thumbs[position] = raw
 
 
 def _tag_name(tag: Any) -> str:
@@ -318,6 +329,7 @@ class PlexEmulator(Emulator):
     ) -> None:
         super().__init__(port=port)
         self.token = token
+        self.provider_url: str | None = None  # a metadata provider refreshes pull from (see the docstring)
         self.machine_identifier = uuid.uuid4().hex
         self.client_identifiers: set[str] = set()
         self._lock = threading.RLock()
@@ -332,6 +344,7 @@ class PlexEmulator(Emulator):
         self._tag_ids: dict[tuple[str, str], int] = {}
         self._order_cache: dict[tuple[Any, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._versions = {"items": 0, "titles": 0, "updated": 0}
+        self.listed_items = 0
         for item in items or []:
             self.add_item(item)
 
@@ -396,6 +409,15 @@ class PlexEmulator(Emulator):
     def poster_uploads(self) -> list[Request]:
         """Every poster POST seen; `param('url')` is the URL form, `body` the bytes form."""
         return self._requests_of("POST", "poster")
+
+    def reset_requests(self) -> None:
+        super().reset_requests()
+        with self._lock:
+            self.listed_items = 0
+
+    def refreshed_keys(self) -> list[int]:
+        """The ratingKey of every `PUT /library/metadata/{rk}/refresh` seen, oldest first."""
+        return [int(r.path.split("/")[3]) for r in self._requests_of("PUT", "refresh")]
 
     def _requests_of(self, method: str, kind: str) -> list[Request]:
         with self._record_lock:
@@ -498,13 +520,18 @@ class PlexEmulator(Emulator):
         start, size = paging(request)
         sort_field, descending = parse_sort(request.param("sort"))
         title_filter = (request.param("title") or "").casefold()
+        date_filters = parse_date_filters(request.query)
         wanted_type = request.param("type")
         with self._lock:
             if wanted_type not in (None, "", "1"):
                 keys: list[int] = []
             else:
                 keys = self._ordered_keys(section["key"], sort_field, descending, title_filter)
+            if date_filters:
+                items = self._items
+                keys = [key for key in keys if all(check(items[key]) for check in date_filters)]
             page = keys[start:] if size is None else keys[start:start + size]
+            self.listed_items += len(page)
             root = self._container(len(page), section, totalSize=len(keys), offset=start)
             for rating_key in page:
                 root.append(self._video(self._items[rating_key], full=False))
@@ -573,7 +600,7 @@ class PlexEmulator(Emulator):
         section = self._sections[item["section_id"]]
         video = ET.Element("Video", {
             "ratingKey": str(rating_key), "key": f"/library/metadata/{rating_key}",
-            "guid": f"local://{rating_key}", "type": "movie", "title": _text(item["title"]),
+            "guid": item.get("guid") or f"local://{rating_key}", "type": "movie", "title": _text(item["title"]),
             "librarySectionID": str(section["key"]), "librarySectionKey": f"/library/sections/{section['key']}",
             "librarySectionTitle": _text(section["title"]),
         })
@@ -683,7 +710,7 @@ class PlexEmulator(Emulator):
         old_thumbs = {actor["tag"]: actor.get("thumb") for actor in item[key]}
         item[key] = _dedupe(
             {"tag": name, "role": plan.actor_roles.get(index, ""),
-             "thumb": plan.actor_thumbs.get(index) or old_thumbs.get(name)}
+             "thumb": old_thumbs.get(name)}
             for index, name in ordered
         )
 
@@ -717,10 +744,58 @@ class PlexEmulator(Emulator):
 
     # --- refresh and scans -------------------------------------------------------------------
     def _put_refresh(self, request: Request, match: re.Match[str]) -> Response:
+        rating_key = int(match[1])
         with self._lock:
-            if int(match[1]) not in self._items:
+            if rating_key not in self._items:
                 raise HttpError(404)
+            files = list(self._items[rating_key]["files"])
+        if self.provider_url and files:
+            pulled = self._pull_from_provider(self.provider_url, files[0])
+            if pulled is not None:
+                with self._lock:
+                    item = self._items.get(rating_key)
+                    if item is not None:
+                        self._apply_provider_metadata(item, *pulled)
         return empty_response(200)
+
+    def _pull_from_provider(self, base: str, path: str) -> tuple[dict[str, Any], bytes | None] | None:
+        """(Metadata, poster bytes) of the provider's best match for `path`, as Plex asks; None if none."""
+        import urllib.request
+
+        headers = {"Accept": "application/json", "X-Plex-Token": self.token, "X-Plex-Language": "en",
+                   "Content-Type": "application/json"}
+
+        def fetch(url: str, body: bytes | None = None) -> bytes:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10) as answer:
+                return bytes(answer.read())
+
+        body = json.dumps({"type": 1, "filename": path, "includeAdult": 1}).encode()
+        found = json.loads(fetch(f"{base}/library/metadata/matches", body))["MediaContainer"].get("Metadata") or []
+        if not found:
+            return None
+        metadata = json.loads(fetch(base + found[0]["key"]))["MediaContainer"]["Metadata"][0]
+        poster = fetch(metadata["thumb"]) if metadata.get("thumb") else None
+        return metadata, poster
+
+    def _apply_provider_metadata(self, item: dict[str, Any], metadata: dict[str, Any], poster: bytes | None) -> None:
+        """What a refresh stores: the provider's fields, except those locked on the item. Call with the lock held."""
+        locked = set(item["locked"])
+        item["guid"] = metadata.get("guid")
+        for name in ("title", "summary", "tagline", "studio"):
+            if name not in locked:
+                item[name] = metadata.get(name) or ""
+        for name in ("originallyAvailableAt", "audienceRating"):
+            if name not in locked:
+                item[name] = metadata.get(name)
+        if "genre" not in locked:
+            item["genres"] = [tag["tag"] for tag in metadata.get("Genre") or []]
+        if "actor" not in locked:
+            item["actors"] = [{"tag": role["tag"], "role": role.get("role") or "", "thumb": role.get("thumb")}
+                              for role in metadata.get("Role") or []]
+        if poster is not None and "thumb" not in locked:
+            item["poster_sha256"] = hashlib.sha256(poster).hexdigest()
+            item["thumb"] = f"/library/metadata/{item['ratingKey']}/thumb/{int(time.time())}"
+        self._touch(item)
 
     def _get_scan(self, request: Request, match: re.Match[str]) -> Response:
         section_id = None if match[1] == "all" else int(match[1])
@@ -773,6 +848,33 @@ def _int_param(request: Request, name: str) -> int | None:
     return value
 
 
+def parse_date_filters(query: Iterable[tuple[str, str]]) -> list[Callable[[dict[str, Any]], bool]]:
+    """`addedAt>>=1700000000` (after), `updatedAt<<=-2d` (before two days ago): one check per filter."""
+    checks: list[Callable[[dict[str, Any]], bool]] = []
+    for key, raw in query:
+        found = _DATE_FILTER.match(key)
+        if found is None:
+            continue
+        checks.append(_date_check(found["field"], found["op"] == ">>", _date_value(raw)))
+    return checks
+
+
+def _date_check(name: str, after: bool, bound: int) -> Callable[[dict[str, Any]], bool]:
+    if after:
+        return lambda item: int(item[name]) > bound
+    return lambda item: int(item[name]) < bound
+
+
+def _date_value(raw: str) -> int:
+    relative = _RELATIVE_DATE.match(raw)
+    if relative:
+        return int(time.time()) - int(relative["count"]) * _UNIT_SECONDS[relative["unit"]]
+    try:
+        return int(raw)
+    except ValueError:
+        raise HttpError(400) from None
+
+
 def parse_sort(raw: str | None) -> tuple[str, bool]:
     """`addedAt:desc` -> ("addedAt", True); none -> ratingKey order. Only the first key counts."""
     if not raw:
@@ -800,7 +902,18 @@ def build_from_args(args: argparse.Namespace) -> PlexEmulator:
         from .sample_data import make_dataset
 
         items = make_dataset(args.items).plex_items
-    return PlexEmulator(items=items, token=args.token, sections=sections, port=args.port)
+    if args.scanned_at:
+        # A freshly scanned library: every item added within the scan's last `scan_seconds`.
+        for position, item in enumerate(items):
+            item["addedAt"] = item["updatedAt"] = args.scanned_at - args.scan_seconds + position * args.scan_seconds // len(items)
+    pending = [item for n, item in enumerate(items, start=1)
+               if args.pending_every and n % args.pending_every == 0 and n <= args.pending_limit]
+    pending_keys = {item["ratingKey"] for item in pending}
+    emulator = PlexEmulator(items=[item for item in items if item["ratingKey"] not in pending_keys],
+                            token=args.token, sections=sections, port=args.port)
+    for item in pending:
+        emulator.add_pending({**item, "ratingKey": 0})
+    return emulator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -810,6 +923,12 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--fixture", help='JSON file {"items": [...], "sections": [...]}')
     source.add_argument("--items", type=int, default=0, help="serve make_dataset(N).plex_items")
     parser.add_argument("--token", default="plex-test-token")
+    parser.add_argument("--scanned-at", type=int, default=0,
+                        help="epoch: make the library freshly scanned, every item added within --scan-seconds before it")
+    parser.add_argument("--scan-seconds", type=int, default=60)
+    parser.add_argument("--pending-every", type=int, default=0,
+                        help="every Nth item (up to --pending-limit) is not scanned yet: a section scan reveals it")
+    parser.add_argument("--pending-limit", type=int, default=0)
     args = parser.parse_args(argv)
 
     # SIGUSR1 takes the server down (connection refused) or back up, keeping its state: an outage.

@@ -50,7 +50,7 @@ def make_scene(index: int, rng: random.Random, root: str = "/data/videos") -> di
         "studio": None if studio_index == len(STUDIOS) else {"id": str(studio_index + 1), "name": STUDIOS[studio_index]},
         "performers": [{"id": str(i + 1), "name": PERFORMERS[i]} for i in performer_ids],
         "tags": [{"id": str(i + 1), "name": TAGS[i]} for i in tag_ids],
-        "files": [{"path": f"{root}/{basename}", "basename": basename}],
+        "files": [{"path": f"{root}/{basename}", "basename": basename, "duration": 600.0 + (index * 37) % 3000 + 0.25}],
         "screenshot_version": 1,
     }
 

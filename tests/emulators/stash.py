@@ -18,12 +18,20 @@ Emulated:
   25 and a negative value returns everything, `count` is the total before paging, no `sort` means id
   order, an unknown `sort` is an error; `configuration.plugins` returns only the settings that were
   saved, and only for the included plugin ids that have any.
+- Files carry `path`, `basename` and `duration` (seconds, a float; null when the fixture has none).
 - `GET /scene/{id}/screenshot` and `GET /performer/{id}/image`: small valid PNGs whose bytes depend
   on the id and (for screenshots) the scene's `screenshot_version`. The URLs in
   `paths.screenshot` / `image_path` carry no credentials, as in Stash.
 - `updated_at` changes on every edit (mutation or `update_scene`) and is strictly increasing: two
   edits in the same second get consecutive seconds, and never earlier than the newest `updated_at`
   loaded, so "updated since" queries always see an edit.
+- Time zones as Stash has them: the emulator runs "in" `time_zone` (UTC by default; `--utc-offset
+  H` on the CLI). Stash keeps `created_at`/`updated_at` as text in its server's local time and
+  returns them with that offset (`2026-01-01T04:00:00-08:00`; `...Z` in UTC), so scenes loaded
+  with another offset are stored converted to local time. A timestamp criterion is compared AS TEXT:
+  the value's wall-clock time in the value's own offset against the stored local wall-clock time,
+  offsets ignored, and `sort: "updated_at"` orders by that text. So a UTC (`Z`) cut-off misses edits
+  west of UTC and takes in up to `offset` hours of older edits east of it, as Stash does.
 
 Not emulated: the rest of the schema (galleries, images, markers, groups, studios/performers/tags
 as root objects, other mutations, introspection), fragments and directives, GraphQL over GET or
@@ -50,7 +58,7 @@ import sys
 import threading
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from .graphql_subset import (
@@ -115,7 +123,7 @@ OBJECT_TYPES: dict[str, dict[str, FieldDef]] = {
     "Studio": dict(_ID_NAME),
     "Performer": {**_ID_NAME, "image_path": FieldDef("String")},
     "Tag": dict(_ID_NAME),
-    "VideoFile": {"path": FieldDef("String"), "basename": FieldDef("String")},
+    "VideoFile": {"path": FieldDef("String"), "basename": FieldDef("String"), "duration": FieldDef("Float")},
     "ScenePathsType": {"screenshot": FieldDef("String")},
 }
 
@@ -321,6 +329,17 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def local_text(ts: datetime, zone: tzinfo) -> str:
+    """`ts` as Stash shows a timestamp of a server in `zone`: RFC 3339, local time, `Z` for UTC."""
+    text = ts.astimezone(zone).replace(microsecond=0).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def wall_clock(text: str) -> datetime:
+    """The date and time written in `text`, its offset dropped: what a text comparison compares."""
+    return parse_timestamp(text).replace(tzinfo=None)
+
+
 @functools.lru_cache(maxsize=65536)
 def parse_timestamp(text: str) -> datetime:
     """Parse an ISO-8601 timestamp or date; naive values are taken as UTC. ValueError if invalid."""
@@ -404,8 +423,8 @@ class StashEmulator(Emulator):
 
     SORTS: ClassVar[dict[str, Callable[[dict[str, Any]], Any]]] = {
         "title": lambda s: (s.get("title") or "").casefold(),
-        "updated_at": lambda s: parse_timestamp(s["updated_at"]),
-        "created_at": lambda s: parse_timestamp(s["created_at"]),
+        "updated_at": lambda s: wall_clock(s["updated_at"]),  # Stash sorts the local-time text
+        "created_at": lambda s: wall_clock(s["created_at"]),
         "date": lambda s: s.get("date") or "",
         "rating": lambda s: s.get("rating100") or 0,
     }
@@ -417,10 +436,12 @@ class StashEmulator(Emulator):
         plugin_settings: dict | None = None,
         port: int = 0,
         version: str = "v0.27.2",
+        time_zone: tzinfo = timezone.utc,
     ) -> None:
         super().__init__(port=port)
         self.api_key = api_key
         self.version = version
+        self.time_zone = time_zone
         self.session_cookies: set[str] = set()
         self._lock = threading.RLock()
         self._resolvers: dict[tuple[str, str], Resolver] = {
@@ -748,8 +769,8 @@ class StashEmulator(Emulator):
                 stored[key] = copy.deepcopy(default)
         raw_id = stored.get("id")
         stored["id"] = str(max(map(int, self._scenes), default=0) + 1) if raw_id is None else canonical_id(raw_id)
-        stored["created_at"] = _checked_timestamp(stored.get("created_at")) or self._tick()
-        stored["updated_at"] = _checked_timestamp(stored.get("updated_at")) or stored["created_at"]
+        stored["created_at"] = self._stored_timestamp(stored.get("created_at")) or self._tick()
+        stored["updated_at"] = self._stored_timestamp(stored.get("updated_at")) or stored["created_at"]
         stored["studio"] = self._studios.add(stored["studio"]) if stored["studio"] else None
         stored["performers"] = [self._entity(self._performers, p) for p in stored["performers"]]
         stored["tags"] = [self._entity(self._tags, t) for t in stored["tags"]]
@@ -758,12 +779,20 @@ class StashEmulator(Emulator):
 
     # --- time ----------------------------------------------------------------------------------
     def _tick(self) -> str:
-        """Now, as `YYYY-MM-DDTHH:MM:SSZ`, always later than any timestamp handed out or loaded."""
+        """Now, in local time (see `local_text`), always later than any timestamp handed out or loaded."""
         now = datetime.now(timezone.utc).replace(microsecond=0)
         if self._clock is not None and now <= self._clock:
             now = self._clock + timedelta(seconds=1)
         self._clock = now
-        return iso(now)
+        return local_text(now, self.time_zone)
+
+    def _stored_timestamp(self, value: str | None) -> str | None:
+        """A loaded timestamp as this server stores it: unchanged in UTC (fixtures may use any ISO-8601
+        form), converted to local time in another zone."""
+        checked = _checked_timestamp(value)
+        if checked is None or self.time_zone is timezone.utc:
+            return checked
+        return local_text(parse_timestamp(checked), self.time_zone)
 
     def _raise_clock(self, stamp: str) -> None:
         try:
@@ -781,10 +810,11 @@ def _private(value: Any) -> Any:
     return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
 
 
-def _file_entry(value: str | Mapping[str, Any]) -> dict[str, str]:
+def _file_entry(value: str | Mapping[str, Any]) -> dict[str, Any]:
     path = value if isinstance(value, str) else str(value["path"])
     basename = path.rsplit("/", 1)[-1] if isinstance(value, str) else str(value.get("basename") or path.rsplit("/", 1)[-1])
-    return {"path": path, "basename": basename}
+    duration = None if isinstance(value, str) else value.get("duration")
+    return {"path": path, "basename": basename, "duration": None if duration is None else float(duration)}
 
 
 def _checked_timestamp(value: str | None) -> str | None:
@@ -819,9 +849,11 @@ def _timestamp_predicate(field_name: str, value: str, modifier: str) -> Callable
     except ValueError:
         raise ResolverError(f"invalid timestamp for {field_name}: {value}") from None
 
+    wall = target.replace(tzinfo=None)  # compared as text: wall clock against wall clock, offsets ignored
+
     def predicate(scene: dict[str, Any]) -> bool:
         stamp = scene.get(field_name)
-        return stamp is not None and compare(parse_timestamp(stamp), target)
+        return stamp is not None and compare(wall_clock(stamp), wall)
 
     return predicate
 
@@ -848,6 +880,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--fixture", help='JSON file {"scenes": [...], "plugin_settings": {...}}')
     data.add_argument("--scenes", type=int, help="serve sample_data.make_dataset(N).scenes")
+    parser.add_argument("--utc-offset", type=float, default=0.0, help="the server's time zone, hours from UTC (default 0)")
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument("--api-key", default="stash-test-key", help="the ApiKey to require (default: %(default)s)")
     auth.add_argument("--no-auth", action="store_true", help="accept every request")
@@ -874,6 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=None if args.no_auth else args.api_key,
         plugin_settings=plugin_settings,
         port=args.port,
+        time_zone=timezone(timedelta(hours=args.utc_offset)) if args.utc_offset else timezone.utc,
     )
     # SIGUSR1 takes the server down (connection refused) or back up, keeping its state: an outage.
     serve_until_stopped(emulator, "stash")

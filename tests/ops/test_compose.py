@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 SCHEMA = ROOT.parent / "shared" / "reference" / "compose-spec" / "compose-spec.json"
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-LONG_RUNNING = ("rabbitmq", "worker", "scheduler", "prometheus", "grafana")
+LONG_RUNNING = ("rabbitmq", "worker", "scheduler", "provider", "prometheus", "grafana")
 
 
 def compose() -> dict[str, Any]:
@@ -116,7 +116,7 @@ def test_env_example_names_only_what_compose_uses():
     for key in keys - interpolated:
         assert key.startswith("STASH2PLEX_"), key  # read by the services with env_file: .env
     with_env_file = [name for name, service in services().items() if service.get("env_file")]
-    assert set(with_env_file) == {"rabbitmq-definitions", "worker", "scheduler"}
+    assert set(with_env_file) == {"rabbitmq-definitions", "worker", "scheduler", "provider"}
 
 
 def test_compose_env_example_of_unknown_services_is_gone():
@@ -131,3 +131,11 @@ def test_prometheus_scrapes_every_worker_replica_and_rabbitmq():
     rabbit = jobs["rabbitmq"]
     assert rabbit["static_configs"][0]["targets"] == ["rabbitmq:15692"]
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+
+
+def test_provider_serves_on_8787_bound_to_bind_address_and_keeps_its_snapshot():
+    provider = services()["provider"]
+    assert provider["command"] == ["stash2plex", "provider", "--host", "0.0.0.0", "--port", "8787"]
+    assert provider["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:8787:8787"]
+    assert "stash2plex-data:/data" in provider["volumes"]
+    assert provider["healthcheck"]["test"] == ["CMD", "python", "-m", "ops.healthcheck", "provider"]

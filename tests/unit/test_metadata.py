@@ -1,5 +1,7 @@
 """Desired state and the diff: one complete edit with locks, nothing when nothing changed."""
 
+from plexapi.mixins import EditTagsMixin
+
 from pipeline.config import load_settings
 from pipeline.metadata import (
     COVER_LABEL_PREFIX,
@@ -90,10 +92,32 @@ def test_merge_mode_keeps_plex_only_tags_and_sends_the_complete_list():
     assert sent == ["Plex Only", "Drama", "Night"]
 
 
-def test_replace_mode_removes_tags_stash_no_longer_has():
+def test_replace_mode_removes_every_tag_when_stash_has_none():
     settings = load_settings(tag_mode="replace")
     plan = plan_fields(desired_state(scene(tags=[]), settings), item(genres=["Old", "Older"]), settings)
     assert plan.params["genre[].tag.tag-"] == "Old,Older"
+    assert not any(key.startswith("genre[") and key != "genre[].tag.tag-" for key in plan.params)
+
+
+def test_replace_mode_sends_the_kept_list_and_removes_the_dropped_tags_with_tag_minus():
+    settings = load_settings(tag_mode="replace")
+    plan = plan_fields(desired_state(scene(), settings), item(genres=["Drama", "Old"]), settings)
+    assert [plan.params[f"genre[{i}].tag.tag"] for i in range(2)] == ["Drama", "Night"]
+    assert "genre[2].tag.tag" not in plan.params
+    assert plan.params["genre[].tag.tag-"] == "Old"
+    assert plan.params["genre.locked"] == "1"
+
+
+def test_removed_tag_names_are_quoted_exactly_as_plexapi_quotes_them():
+    names = ["Rock, Roll", "A/B", "Café 50%", "plain"]
+    settings = load_settings(tag_mode="replace")
+    plan = plan_fields(desired_state(scene(tags=[]), settings), item(genres=names), settings)
+    assert plan.params["genre[].tag.tag-"] == EditTagsMixin._tagHelper("genre", names, remove=True)["genre[].tag.tag-"]
+
+
+def test_merge_mode_never_sends_a_removal():
+    plan = plan_fields(desired_state(scene(tags=[]), SETTINGS), item(genres=["Plex Only"]), SETTINGS)
+    assert not any(key.endswith("tag.tag-") for key in plan.params)
 
 
 def test_preserve_plex_edits_keeps_a_field_the_user_locked():
@@ -110,17 +134,31 @@ def test_preserve_plex_edits_updates_an_unlocked_field_and_leaves_it_unlocked():
     assert not any(key.endswith(".locked") for key in plan.params)  # a lock then means a person's edit
 
 
-def test_actor_plan_sends_names_and_photos_and_keeps_plex_roles():
-    wanted = [Actor(name="Jane Doe", thumb="http://stash/p/1")]
-    plan = plan_actors(wanted, [Actor(name="jane doe", role="Lead")], SETTINGS)
-    assert plan.params["actor[0].tag.tag"] == "Jane Doe"
+def test_actor_plan_sends_names_and_keeps_plex_roles():
+    plan = plan_actors([Actor(name="Jane Doe"), Actor(name="Bo Chen")], [Actor(name="jane doe", role="Lead")], SETTINGS)
+    assert plan.params["actor[0].tag.tag"] == "Jane Doe" and plan.params["actor[1].tag.tag"] == "Bo Chen"
     assert plan.params["actor[0].tagging.text"] == "Lead"
-    assert plan.params["actor[0].tag.thumb"] == "http://stash/p/1"
 
 
-def test_actor_plan_is_empty_when_actors_match():
-    same = [Actor(name="Jane Doe", thumb="u")]
-    assert plan_actors(same, same, SETTINGS).params == {}
+def test_actor_plan_never_sends_a_photo_parameter():
+    plan = plan_actors([Actor(name="Jane Doe", thumb="http://stash/p/1")], [], SETTINGS)
+    assert not any("thumb" in key for key in plan.params)
+
+
+def test_performer_photos_stay_out_of_the_desired_state_even_with_performer_thumbs():
+    desired = desired_state(scene(), load_settings(performer_thumbs=True))
+    assert [(a.name, a.thumb) for a in desired.actors] == [("Jane Doe", None)]
+
+
+def test_actor_plan_is_empty_when_names_and_roles_match_whatever_the_photos():
+    assert plan_actors([Actor(name="Jane Doe")], [Actor(name="Jane Doe", thumb="/plex/photo")], SETTINGS).params == {}
+
+
+def test_replace_mode_removes_dropped_actors_with_tag_minus():
+    settings = load_settings(tag_mode="replace")
+    plan = plan_actors([Actor(name="Jane Doe")], [Actor(name="Jane Doe"), Actor(name="Gone Person")], settings)
+    assert plan.params["actor[0].tag.tag"] == "Jane Doe" and "actor[1].tag.tag" not in plan.params
+    assert plan.params["actor[].tag.tag-"] == "Gone%20Person"
 
 
 def test_the_cover_label_ignores_the_stash_host_and_key_but_follows_the_screenshot_version():
