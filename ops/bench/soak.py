@@ -29,13 +29,18 @@ production (2.5 min of retries against a longer outage).
 At the end of every day, once the queues drained (bounded wait), the invariants are checked:
   (a) 0 lost: every syncable scene shows its latest Stash title in Plex (so every edit of the day), or
       has a DLQ entry;
-  (b) the DLQ holds exactly one entry for each scene that truly cannot sync (ambiguous, not_in_plex)
-      and nothing else (no entry for the scene without a file);
-  (c) flat resources: worker RSS (sum over the `dramatiq actors` process tree, /proc) and state.db
-      (+ -wal) size stay within `--growth-bound` (10 %) of their day-3 values on every later day;
+  (b) the DLQ holds exactly one entry for each scene that truly cannot sync (ambiguous, not_in_plex),
+      in its listing and as messages in `<prefix>.dlq`, and nothing else; the scene without a file
+      ends `skipped` (its last outcome in state.db);
+  (c) flat resources: worker RSS (sum over the `dramatiq actors` process tree, /proc) stays within
+      `--growth-bound` (10 %) of its day-3 value, state.db (+ -wal) within it of its day-8 value (the
+      outcome log holds 7 days and the WAL reaches its checkpoint size by then) on every later day;
   (d) nothing left behind: every `<prefix>.*` queue but the DLQ is empty (ready + unacked, `.DQ`/`.XQ`
       included, management API), the exporter shows no series of a dead pid, and the metrics folder
       holds files of live processes only.
+Drained means: nothing ready (AMQP passive declares), nothing running and nothing processed (the
+workers' exporter) for QUIET_SECONDS, longer than the management API's 5 s refresh, and then the
+management API shows no message either (bounded by DRAIN_TIMEOUT_SECONDS).
 Prints a table per day and a summary; exits 1 when an invariant failed. Everything is cleaned up
 (queues of the prefix deleted, processes stopped, the temporary folder removed unless `--keep`).
 """
