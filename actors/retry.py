@@ -4,7 +4,7 @@ Every stage actor works on a batch of jobs. Jobs that went well are forwarded by
 ones that failed are raised together as `JobsFailed`, and any other exception fails every job of
 the message. For each failed job, `pipeline.policy.decide` (pure) says:
 
-    retry        send it again, after a backoff, to the stage it restarts at (spends the retry budget)
+    retry        send it again, after a backoff, to the stage it restarts at (fetch) (spends the retry budget)
     defer        the same, when Plex is down or the breaker is open (does not spend it)
     dead_letter  publish a `DlqEntry` with the reason to `<prefix>.dlq`; outcome `dead_letter`
 

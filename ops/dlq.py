@@ -2,7 +2,7 @@
 
 Built on `pipeline.dlq` (reads are non-destructive; removal acks only what it takes). Listing, showing
 and purging need RabbitMQ only (never Stash, never a dramatiq runtime). A replay re-sends the entry's
-job to the stage it restarts at, with its attempts and deferrals reset, through a runtime of these
+job to the stage it restarts at (`fetch_scene`), with its attempts and deferrals reset, through a runtime of these
 settings; the entry is acked away only after that send succeeded.
 """
 

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     plex_max_rps: float = Field(0.0, ge=0, description="0 means no limit")
     batch_size: int = Field(50, ge=1, le=500)
     dlq_retention_days: int = Field(30, ge=1, le=3650)
+    outcome_retention_days: float = Field(7.0, gt=0, le=3650, description="outcome log kept in state.db")
 
     # --- Plex metadata provider (`stash2plex provider`) -----------------------------------------
     provider_host: str = "127.0.0.1"

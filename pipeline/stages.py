@@ -5,9 +5,11 @@
     push        push_metadata     current Plex state, field diff, poster upload
     performers  sync_performers   actor diff, then the scene's one edit request
 
-`retry_at` is where a failed job starts again: a retried `sync_performers` goes back to
-`push_metadata`, so it works on a fresh read of the Plex item, never on the snapshot of an
-earlier attempt. The periodic actors share one `maintenance` queue.
+`retry_at` is where a failed job starts again: every retry, deferral and DLQ replay goes back to
+`fetch_scene`, so it works on Stash's state of now and a fresh read of the Plex item, never on the
+snapshot of an earlier attempt. (A job deferred through a Plex outage with the desired state read
+before an edit would otherwise overwrite the edit, synced meanwhile, once Plex is back: found by
+the soak, ops/bench/soak.py.) The periodic actors share one `maintenance` queue.
 
 Imported by the Stash hook's fast path too: standard library only, no `typing`/`dataclasses`.
 """
@@ -50,9 +52,9 @@ class Stage:
 
 
 FETCH = Stage("fetch", "fetch_scene", "match", retry_at="fetch")
-MATCH = Stage("match", "match_plex", "push", retry_at="match")
-PUSH = Stage("push", "push_metadata", "performers", retry_at="push")
-PERFORMERS = Stage("performers", "sync_performers", None, retry_at="push")
+MATCH = Stage("match", "match_plex", "push", retry_at="fetch")
+PUSH = Stage("push", "push_metadata", "performers", retry_at="fetch")
+PERFORMERS = Stage("performers", "sync_performers", None, retry_at="fetch")
 
 STAGES = (FETCH, MATCH, PUSH, PERFORMERS)
 STAGES_BY_NAME = {stage.name: stage for stage in STAGES}

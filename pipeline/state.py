@@ -74,8 +74,9 @@ class IndexedPath:
 class StateStore:
     """Thread-safe access to the state file; cheap to create, one connection per thread."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, outcome_retention_seconds: float = OUTCOME_RETENTION_SECONDS) -> None:
         self.data_dir = Path(data_dir)
+        self.outcome_retention_seconds = outcome_retention_seconds
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "state.db"
         self._local = threading.local()
@@ -238,7 +239,7 @@ class StateStore:
         now = time.time()
         with self.transaction() as db:
             db.executemany("INSERT INTO outcomes (ts, scene_id, outcome, detail) VALUES (?,?,?,?)", [(now, *r) for r in rows])
-            db.execute("DELETE FROM outcomes WHERE ts < ?", (now - OUTCOME_RETENTION_SECONDS,))
+            db.execute("DELETE FROM outcomes WHERE ts < ?", (now - self.outcome_retention_seconds,))
 
     def outcome_counts(self, since: float) -> dict[str, int]:
         rows = self._query("SELECT outcome, COUNT(*) FROM outcomes WHERE ts >= ? GROUP BY outcome", (since,))

@@ -88,7 +88,7 @@ class SyncEngine:
         on_request: RequestListener | None = None,
         on_breaker_change: Callable[[CircuitBreaker], None] | None = None,
     ) -> "SyncEngine":
-        store = StateStore(settings.data_dir)
+        store = StateStore(settings.data_dir, settings.outcome_retention_days * 86400)
         breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_seconds, on_change=on_breaker_change)
         plex = PlexClient(settings, store.client_identifier(), breaker, RateLimiter(settings.plex_max_rps), on_request)
         stash = StashClient(settings, breaker=stash_breaker(settings, on_change=on_breaker_change))

@@ -357,6 +357,29 @@ def test_find_scenes_by_50_ids_over_10000_scenes_is_fast(stash: StashEmulator, h
     assert (time.perf_counter() - started) / 10 < 0.1
 
 
+def test_cli_goes_down_and_up_on_sigusr1_keeping_its_data(tmp_path: Path) -> None:
+    fixture = tmp_path / "stash.json"
+    fixture.write_text(json.dumps({"scenes": SCENES[:3]}))
+    port = free_port()
+    command = [sys.executable, "-m", "tests.emulators.stash", "--port", str(port), "--fixture", str(fixture), "--api-key", "k"]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/graphql"
+    query = {"query": "{ findScenes { count } }"}
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("stash emulator listening")
+        process.send_signal(signal.SIGUSR1)
+        assert process.stdout.readline().strip() == "stash emulator down"
+        with pytest.raises(requests.ConnectionError):
+            requests.post(url, json=query, headers={"ApiKey": "k"}, timeout=5)
+        process.send_signal(signal.SIGUSR1)
+        assert process.stdout.readline().strip() == "stash emulator up"
+        assert data(requests.post(url, json=query, headers={"ApiKey": "k"}, timeout=5)) == {"findScenes": {"count": 3}}
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+
+
 def test_cli_serves_fixture_until_sigterm(tmp_path: Path) -> None:
     fixture = tmp_path / "stash.json"
     fixture.write_text(json.dumps({"scenes": SCENES[:3], "plugin_settings": SAVED_SETTINGS}))

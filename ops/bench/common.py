@@ -23,12 +23,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_emulator(kind: str, count: int, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
-    """Run `python -m tests.emulators.<kind>` with a generated library; returns (process, url)."""
+def start_emulator(kind: str, count: int, extra: list[str] | None = None,
+                   fixture: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """Run `python -m tests.emulators.<kind>` with a generated library of `count` (or `fixture`, a JSON
+    file in the emulator's `--fixture` shape); returns (process, url). SIGUSR1 toggles it down/up."""
     port = free_port()
     size_flag = "--items" if kind == "plex" else "--scenes"
+    data = ["--fixture", str(fixture)] if fixture is not None else [size_flag, str(count)]
     auth = ["--token", PLEX_TOKEN] if kind == "plex" else ["--api-key", STASH_KEY]
-    proc = subprocess.Popen([sys.executable, "-m", f"tests.emulators.{kind}", "--port", str(port), size_flag, str(count),
+    proc = subprocess.Popen([sys.executable, "-m", f"tests.emulators.{kind}", "--port", str(port), *data,
                              *auth, *(extra or [])], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()

@@ -73,11 +73,11 @@ def test_dlq_show_of_an_unknown_id_exits_1(cli, queue_prefix):
     assert result.returncode == 1 and "no DLQ entry" in result.stderr
 
 
-def test_dlq_replay_resends_the_job_to_its_stage_with_attempts_reset_then_removes_it(cli, queue_prefix):
-    entry = publish_dead_letter(queue_prefix, "7", stage="match")
+def test_dlq_replay_resends_the_job_to_fetch_scene_with_attempts_reset_then_removes_it(cli, queue_prefix):
+    entry = publish_dead_letter(queue_prefix, "7", stage="match")  # replayed from Stash's state of now
     result = cli("dlq", "replay", entry.id)
     assert result.returncode == 0, result.output
-    [[job]] = queued_jobs(f"{queue_prefix}.match_plex")
+    [[job]] = queued_jobs(f"{queue_prefix}.fetch_scene")
     assert job["scene_id"] == "7"
     assert job.get("attempts", 0) == 0 and job.get("deferrals", 0) == 0 and "last_error" not in job
     assert dlq_ids(queue_prefix) == []

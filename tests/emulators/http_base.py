@@ -3,11 +3,19 @@
 Each emulator subclasses `EmulatorHandler` and registers routes; `EmulatorServer` runs it on a
 background thread on 127.0.0.1 and can be taken down and brought back up on the same port
 (connection refused while down), which is how tests simulate an outage.
+
+An emulator run as its own process (`python -m tests.emulators.plex|stash`, see `serve_until_stopped`)
+is controlled with signals, so no HTTP route exists that a client could hit by accident: SIGUSR1 takes
+it down (connection refused, keep-alive connections dropped, state kept) or brings it back up on the
+same port, and prints `<name> emulator down|up` once it has; SIGTERM/SIGINT stop it. Its data is
+edited through its own API (Stash's `sceneUpdate` mutation) and read the same way (Plex's
+`/library/metadata/{ids}`), as a user and a client would.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -266,3 +274,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def serve_until_stopped(emulator: Emulator, name: str, poll_seconds: float = 0.05) -> None:
+    """Serve `emulator` in the foreground: SIGUSR1 toggles down/up (an outage), SIGTERM/SIGINT stop it."""
+    stopping = threading.Event()
+    toggle = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    signal.signal(signal.SIGUSR1, lambda *_: toggle.set())
+    emulator.start()
+    print(f"{name} emulator listening on {emulator.url}", flush=True)
+    try:
+        while not stopping.wait(poll_seconds):
+            if toggle.is_set():
+                toggle.clear()
+                if emulator.is_up:
+                    emulator.go_down()
+                else:
+                    emulator.come_up()
+                print(f"{name} emulator {'up' if emulator.is_up else 'down'}", flush=True)
+    finally:
+        emulator.stop()

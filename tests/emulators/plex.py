@@ -46,7 +46,8 @@ pooled connection sees the outage too.
 
 CLI: `python -m tests.emulators.plex --port N [--fixture FILE.json | --items N] [--token T]
 [--scanned-at EPOCH [--scan-seconds S]] [--pending-every K --pending-limit M]` (a freshly scanned
-library, and items a later section scan reveals).
+library, and items a later section scan reveals); SIGUSR1 takes it down or back
+up (an outage, state kept), see `http_base.serve_until_stopped`.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ import copy
 import hashlib
 import json
 import re
-import signal
 import sys
 import threading
 import time
@@ -68,7 +68,7 @@ from datetime import date
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote
 
-from .http_base import Emulator, Request
+from .http_base import Emulator, Request, serve_until_stopped
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -931,25 +931,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pending-limit", type=int, default=0)
     args = parser.parse_args(argv)
 
-    stopping = threading.Event()
-    toggle = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
     # SIGUSR1 takes the server down (connection refused) or back up, keeping its state: an outage.
-    signal.signal(signal.SIGUSR1, lambda *_: toggle.set())
-    emulator = build_from_args(args).start()
-    print(f"plex emulator listening on {emulator.url}", flush=True)
-    try:
-        while not stopping.wait(0.05):
-            if toggle.is_set():
-                toggle.clear()
-                if emulator.is_up:
-                    emulator.go_down()
-                else:
-                    emulator.come_up()
-                print(f"plex emulator {'up' if emulator.is_up else 'down'}", flush=True)
-    finally:
-        emulator.stop()
+    serve_until_stopped(build_from_args(args), "plex")
     return 0
 
 

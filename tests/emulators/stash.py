@@ -40,7 +40,8 @@ websockets, `filter.q` search, criterion modifiers beyond EQUALS/NOT_EQUALS/GREA
 the plugin/hook runner itself. String literals are accepted where an enum is expected.
 
 CLI: `python -m tests.emulators.stash --port N [--fixture FILE.json | --scenes N]
-[--api-key K | --no-auth]` serves in the foreground until SIGTERM/SIGINT.
+[--api-key K | --no-auth]` serves in the foreground until SIGTERM/SIGINT; SIGUSR1 takes it down or back
+up (an outage, state kept), see `http_base.serve_until_stopped`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ import hashlib
 import json
 import operator
 import re
-import signal
 import struct
 import sys
 import threading
@@ -71,7 +71,7 @@ from .graphql_subset import (
     parse_type,
     resolve_arguments,
 )
-from .http_base import Emulator, Request, json_response
+from .http_base import Emulator, Request, json_response, serve_until_stopped
 
 Response = tuple[int, dict[str, str], bytes]
 Resolver = Callable[[Any, dict[str, Any]], Any]
@@ -909,14 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         time_zone=timezone(timedelta(hours=args.utc_offset)) if args.utc_offset else timezone.utc,
     )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    emulator.start()
-    print(f"stash emulator listening on {emulator.url}", flush=True)
-    while not stop.wait(0.5):
-        pass
-    emulator.stop()
+    # SIGUSR1 takes the server down (connection refused) or back up, keeping its state: an outage.
+    serve_until_stopped(emulator, "stash")
     return 0
 
 

@@ -68,6 +68,6 @@ def test_a_prefix_dramatiq_would_reject_is_refused():
 
 def test_each_stage_names_the_next_and_where_its_retries_restart():
     assert [stage.next_name for stage in STAGES] == ["match", "push", "performers", None]
-    assert PERFORMERS.retry_at == "push" and stage_named("match").retry_at == "match"
+    assert PERFORMERS.retry_at == "fetch" and stage_named("match").retry_at == "fetch"
     with pytest.raises(AttributeError):
         PERFORMERS.retry_at = "performers"  # type: ignore[misc]

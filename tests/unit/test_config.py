@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.config import ConfigError, load_settings
+from pipeline.config import ConfigError, explicit_settings, load_settings
 from pipeline.broker_address import redact_url
 
 
@@ -60,3 +60,16 @@ def test_secrets_are_masked_in_repr():
 def test_redact_url_hides_passwords_and_queries():
     assert redact_url("amqp://user:pw@host:5672/vh") == "amqp://user:***@host:5672/vh"
     assert redact_url("http://h:1/x?apikey=K") == "http://h:1/x?***"
+
+
+def test_outcome_log_keeps_outcome_retention_days(tmp_path) -> None:
+    import time
+
+    from pipeline.state import StateStore
+
+    store = StateStore(tmp_path, outcome_retention_seconds=0.2)
+    store.record_outcomes([("1", "updated", None)])
+    time.sleep(0.3)
+    store.record_outcomes([("2", "updated", None)])
+    assert set(store.outcomes_since(0)) == {"2"}
+    assert explicit_settings(outcome_retention_days=0.5).outcome_retention_days == 0.5
