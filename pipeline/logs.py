@@ -95,7 +95,8 @@ def serialized(stream: Any) -> SerializedStream:
     if isinstance(stream, SerializedStream):
         return stream
     wrapped = SerializedStream(stream)
-    for handler in logging.getLogger().handlers:
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    for handler in (h for each in loggers for h in each.handlers):
         if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
             handler.setStream(wrapped)
     if sys.stderr is stream:

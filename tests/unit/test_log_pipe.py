@@ -9,7 +9,7 @@ import threading
 
 from dramatiq.compat import StreamablePipe
 
-from actors.boot import SerializedStream, serialize_log_pipe
+from pipeline.logs import SerializedStream, serialized
 
 
 def test_big_records_from_many_threads_arrive_whole_through_the_serialized_pipe() -> None:
@@ -30,7 +30,7 @@ def test_big_records_from_many_threads_arrive_whole_through_the_serialized_pipe(
     assert sorted(r.decode() for r in received) == sorted(records)
 
 
-def test_serialize_log_pipe_puts_stderr_stdout_and_their_handlers_behind_one_lock(monkeypatch) -> None:
+def test_serialized_puts_stderr_stdout_and_their_handlers_behind_one_lock(monkeypatch) -> None:
     _read_end, write_end = multiprocessing.Pipe(duplex=False)
     pipe = StreamablePipe(write_end)
     handler = logging.StreamHandler(pipe)
@@ -38,9 +38,9 @@ def test_serialize_log_pipe_puts_stderr_stdout_and_their_handlers_behind_one_loc
     monkeypatch.setattr(sys, "stderr", pipe)
     monkeypatch.setattr(sys, "stdout", pipe)
     try:
-        shared = serialize_log_pipe()
+        shared = serialized(pipe)
         assert isinstance(shared, SerializedStream) and shared.stream is pipe
         assert sys.stderr is shared and sys.stdout is shared and handler.stream is shared
-        assert serialize_log_pipe() is None  # once only
+        assert serialized(sys.stderr) is shared  # once only
     finally:
         logging.getLogger("dramatiq.test-pipe").removeHandler(handler)
