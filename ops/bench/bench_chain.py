@@ -49,6 +49,7 @@ from ops.bench.common import (
     start_emulator,
     wait_until,
 )
+from pipeline.rabbit import delete_queues as delete_prefix_queues
 from pipeline.rabbit import queue_depth
 from pipeline.config import explicit_settings
 
@@ -87,7 +88,7 @@ def tear_down(broker: RabbitmqBroker, worker: subprocess.Popen, emulators: list[
     for proc in emulators:
         proc.terminate()
         proc.wait(timeout=10)
-    delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq", "maintenance")])
+    delete_prefix_queues(explicit_settings(broker_url=BROKER_URL, queue_prefix=prefix))  # every queue, .dlq.synced too
     shutil.rmtree(prom, ignore_errors=True)
 
 

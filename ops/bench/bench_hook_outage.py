@@ -20,8 +20,10 @@ from pathlib import Path
 
 import requests
 
-from ops.bench.bench_chain import BROKER_URL, _depth, delete_queues, dramatiq_workers, stop
+from ops.bench.bench_chain import BROKER_URL, _depth, dramatiq_workers, stop
 from ops.bench.common import PLEX_TOKEN, emulator_env, percentile, print_table, start_emulator, wait_until
+from pipeline.config import explicit_settings
+from pipeline.rabbit import delete_queues as delete_prefix_queues
 from plugin.install import install_plugin
 from plugin.spool import pending_count
 from tests.emulators.sample_data import make_dataset
@@ -104,7 +106,7 @@ def main() -> None:
         for proc in (plex_proc, stash_proc):
             proc.terminate()
             proc.wait(timeout=10)
-        delete_queues([f"{prefix}.{a}" for a in ("fetch_scene", "match_plex", "push_metadata", "sync_performers", "dlq", "maintenance")])
+        delete_prefix_queues(explicit_settings(broker_url=BROKER_URL, queue_prefix=prefix))
     print_table("bench_hook_outage: the Stash hook through a RabbitMQ outage", rows)
 
 

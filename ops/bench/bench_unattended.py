@@ -30,9 +30,10 @@ from pathlib import Path
 
 import requests
 
-from ops.bench.bench_chain import BROKER_URL, delete_queues, dramatiq_workers, stop
+from ops.bench.bench_chain import BROKER_URL, dramatiq_workers, stop
 from ops.bench.common import PLEX_TOKEN, STASH_KEY, emulator_env, free_port, print_table, wait_until
 from ops.sync import enqueue, read_outcomes
+from pipeline.rabbit import delete_queues as delete_prefix_queues
 from pipeline.config import explicit_settings
 from pipeline.dlq import RabbitDeadLetterQueue
 from pipeline.rabbit import queue_depth
@@ -129,7 +130,7 @@ class Hosts:
     def close(self) -> None:
         for proc in self.procs:
             stop(proc)
-        delete_queues([f"{self.prefix}.{q}" for q in (*STAGES, "dlq", "maintenance")])
+        delete_prefix_queues(explicit_settings(broker_url=BROKER_URL, queue_prefix=self.prefix))
 
 
 @contextmanager
