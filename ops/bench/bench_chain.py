@@ -46,6 +46,7 @@ from ops.bench.common import (
     percentile,
     print_table,
     rss_mb,
+    scrape_metrics,
     start_emulator,
     wait_until,
 )
@@ -123,11 +124,7 @@ def updated_count(data_dir: Path) -> int:
 def plex_requests_metric(port: int) -> dict[str, float]:
     """stash2plex_plex_requests_total summed by status, from the workers' Prometheus exporter."""
     totals: dict[str, float] = {}
-    try:
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except requests.RequestException:
-        return totals
-    for line in text.splitlines():
+    for line in scrape_metrics(port).splitlines():
         if line.startswith("stash2plex_plex_requests_total{"):
             status = line.split('status="', 1)[1].split('"', 1)[0]
             totals[status] = totals.get(status, 0.0) + float(line.rsplit(" ", 1)[1])

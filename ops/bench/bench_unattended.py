@@ -28,10 +28,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import requests
 
 from ops.bench.bench_chain import BROKER_URL, dramatiq_workers, stop
-from ops.bench.common import PLEX_TOKEN, STASH_KEY, emulator_env, free_port, print_table, wait_until
+from ops.bench.common import (
+    PLEX_TOKEN,
+    STASH_KEY,
+    emulator_env,
+    free_port,
+    metric_sum,
+    print_table,
+    scrape_metrics,
+    wait_until,
+)
 from ops.sync import enqueue, read_outcomes
 from pipeline.rabbit import delete_queues as delete_prefix_queues
 from pipeline.config import explicit_settings
@@ -117,15 +125,7 @@ class Hosts:
 
     def metric(self, name: str, *labels: str) -> float:
         """A counter summed over every host's exporter (its samples whose labels include every one of `labels`)."""
-        total = 0.0
-        for port in self.metrics_ports:
-            try:
-                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            except requests.RequestException:
-                continue
-            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                         if line.startswith((name + "{", name + " ")) and all(label in line for label in labels))
-        return total
+        return sum(metric_sum(scrape_metrics(port), name, *labels) for port in self.metrics_ports)
 
     def close(self) -> None:
         for proc in self.procs:

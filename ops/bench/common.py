@@ -50,6 +50,22 @@ def emulator_env(plex_url: str, stash_url: str, data_dir: Path, **extra: object)
     return env
 
 
+def scrape_metrics(port: int) -> str:
+    """The workers' Prometheus exporter page on `port` ("" when it does not answer)."""
+    import requests
+
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return ""
+
+
+def metric_sum(metrics: str, name: str, *labels: str) -> float:
+    """The sum of a metric's samples whose labels include every one of `labels` (0 when absent)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith((name + "{", name + " ")) and all(label in line for label in labels))
+
+
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     width = max(len(name) for name, _ in rows)
     print(f"\n{title}")

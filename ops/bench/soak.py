@@ -75,8 +75,10 @@ from ops.bench.bench_hook_outage import plex_titles
 from ops.bench.common import (
     emulator_env,
     free_port,
+    metric_sum,
     print_table,
     rss_mb,
+    scrape_metrics,
     start_emulator,
     wait_until,
 )
@@ -275,18 +277,6 @@ def management_queues(prefix: str) -> dict[str, int]:
     response.raise_for_status()
     return {q["name"]: int(q.get("messages_ready") or 0) + int(q.get("messages_unacknowledged") or 0)
             for q in response.json() if q["name"].startswith(prefix + ".")}
-
-
-def scrape(port: int) -> str:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except requests.RequestException:
-        return ""
-
-
-def metric_sum(metrics: str, name: str) -> float:
-    """The sum of a metric's samples over every label set (0 when absent)."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(name + "{"))
 
 
 def worker_activity(metrics: str) -> tuple[float, float] | None:
@@ -498,7 +488,7 @@ class Soak:
         quiet_since: float | None = None
         last_processed = -1.0
         while time.monotonic() < deadline:
-            activity = worker_activity(scrape(self.metrics_port))
+            activity = worker_activity(scrape_metrics(self.metrics_port))
             quiet = (activity is not None and activity[0] == 0 and activity[1] == last_processed
                      and ready_messages(self.settings) == 0)
             last_processed = activity[1] if activity is not None else -1.0
@@ -521,7 +511,7 @@ class Soak:
             unexpected["(messages in the queue)"] = dlq_messages - sum(dlq.values())
         missing = {s: n for s, n in (self.library.expected_dlq - dlq).items()}
         queues_left = self.queues_left()
-        metrics = scrape(self.metrics_port)
+        metrics = scrape_metrics(self.metrics_port)
         report = DayReport(
             day=day, faults=faults, edits=self.edit_counter - self.edits_before, edited_scenes=len(self.edits_today),
             edits_synced=sum(1 for s in self.edits_today if s not in out_of_sync), lost=lost,
@@ -552,7 +542,7 @@ class Soak:
     # --- the run --------------------------------------------------------------------------------
     def run(self) -> list[DayReport]:
         self.http = requests.Session()
-        if not wait_until(lambda: worker_activity(scrape(self.metrics_port)) is not None, timeout=60, interval=0.2):
+        if not wait_until(lambda: worker_activity(scrape_metrics(self.metrics_port)) is not None, timeout=60, interval=0.2):
             raise RuntimeError("the workers' exporter did not answer within 60 s")
         for day in range(1, self.args.days + 1):
             faults = [kind for kind in FAULT_KINDS if day in self.args.fault_days[kind]]
