@@ -131,15 +131,9 @@ def read_sync_notes(bodies: Iterable[bytes]) -> dict[str, float]:
     return synced
 
 
-def settle(entries: list[DlqEntry], synced: dict[str, float]) -> tuple[list[DlqEntry], int]:
-    """(what the DLQ should hold: one entry per scene not synced since its last failure; how many were cleared)."""
-    kept, cleared = [], 0
-    for entry in one_per_scene(entries):
-        if synced.get(entry.scene_id, float("-inf")) >= (entry.last_seen or entry.dead_lettered_at):
-            cleared += 1
-        else:
-            kept.append(entry)
-    return kept, cleared
+def synced_since(entry: DlqEntry, synced: dict[str, float]) -> bool:
+    """The entry's scene synced at or after its last failure (so the entry goes)."""
+    return synced.get(entry.scene_id, float("-inf")) >= (entry.last_seen or entry.dead_lettered_at)
 
 
 class MemoryDeadLetterQueue:
@@ -155,7 +149,8 @@ class MemoryDeadLetterQueue:
 
     def note_synced(self, scene_ids: list[str], at: float) -> None:
         with self._lock:
-            self._entries, _cleared = settle(self._entries, {scene_id: at for scene_id in scene_ids})
+            synced = {scene_id: at for scene_id in scene_ids}
+            self._entries = [entry for entry in self._entries if not synced_since(entry, synced)]
 
     def tidy(self) -> TidyReport:
         return TidyReport(kept=len(self._entries))
@@ -271,13 +266,7 @@ class RabbitDeadLetterQueue:
 
     # --- appends -------------------------------------------------------------------------------
     def publish(self, entry: DlqEntry) -> None:
-        import pika
-
-        properties = pika.BasicProperties(delivery_mode=2, content_type="application/json", message_id=entry.id,
-                                          headers={"scene_id": entry.scene_id, "error_class": entry.error_class,
-                                                   "stage": entry.stage, "count": entry.count})
-        body = entry.model_dump_json().encode()
-        self._with_channel(lambda ch: ch.basic_publish("", self.name, body, properties, mandatory=True))
+        self._with_channel(lambda ch: self._publish_on(ch, entry))
 
     def note_synced(self, scene_ids: list[str], at: float) -> None:
         """Tell the next tidy that these scenes synced at `at` (their older entries then go)."""
@@ -317,9 +306,9 @@ class RabbitDeadLetterQueue:
             for tag, entry in self._readable(self._scan(channel)):
                 groups[entry.scene_id].append((tag, entry))
             report = TidyReport()
-            for scene_id, group in groups.items():
+            for group in groups.values():
                 [latest] = one_per_scene(entry for _, entry in group)
-                if synced.get(scene_id, float("-inf")) >= (latest.last_seen or latest.dead_lettered_at):
+                if synced_since(latest, synced):
                     report.cleared += 1
                 elif len(group) > 1:
                     self._publish_on(channel, latest)  # first the merged entry: a crash leaves a duplicate, never a loss
